@@ -1,0 +1,1 @@
+"""optbench's Hydra configs, shipped inside the package as `optbench.configs`."""

@@ -1,0 +1,3 @@
+"""optbench: a command-line experiment runner for studying deep-learning optimizers."""
+
+__version__ = "0.1.0"

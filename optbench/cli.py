@@ -1,0 +1,61 @@
+"""The `optbench` command: pick a subcommand, hand the rest of argv to it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from optbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    run: Callable[[list[str]], int]
+
+
+def _train(args: list[str]) -> int:
+    from optbench.hydra_command import run_hydra_command
+    from optbench.train.preflight import check_train_config
+    from optbench.train.trainer import train
+
+    def task(cfg, run_dir: Path) -> float:
+        results = train(cfg, run_dir)
+        # The objective a hyperparameter sweeper maximises: a diverged run is the worst, not a crash.
+        return results["best_test_acc"] or 0.0
+
+    return run_hydra_command("train", "train", args, task, check_train_config)
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model (Hydra overrides; -m for a sweep)", _train),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: optbench <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    lines += ["", "`optbench <command> --help` describes each command and its config groups."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(
+            f"optbench: error: unknown command '{name}'; choose from {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return COMMANDS[name].run(rest)
+    except UserError as err:
+        print(f"optbench {name}: error: {err}", file=sys.stderr)
+        return 2

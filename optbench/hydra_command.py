@@ -1,0 +1,123 @@
+"""Run one Hydra-configured subcommand, after checking every job it would launch.
+
+Hydra cannot share argv with a subcommand parser, so `optbench.cli` takes the subcommand
+off argv and hands the rest here. Before Hydra creates any run directory, every job of the
+run or sweep is composed and checked, so a typo in the seventh job of a sweep fails at once,
+with one line, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from optbench.errors import UserError
+
+CONFIG_MODULE = "optbench.configs"
+VERSION_BASE = "1.3"
+# Hydra flags that print something instead of running jobs.
+_INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
+
+Check = Callable[[DictConfig], None]
+Task = Callable[[DictConfig, Path], Any]
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of a Hydra/OmegaConf error and of its cause, as one line."""
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        if group:
+            return f"unknown {group} '{name}'; choose from {', '.join(sorted(err.options))}"
+    parts = []
+    for e in (err, err.__cause__):
+        lines = [line.strip() for line in str(e or "").splitlines() if line.strip()]
+        if lines and lines[0].rstrip(".") not in parts:
+            parts.append(lines[0].rstrip("."))
+    return ": ".join(parts) or type(err).__name__
+
+
+def _sweep_overrides(cfg: DictConfig) -> list[str]:
+    """Sweeps a config declares itself (`hydra.sweeper.params`, as experiment presets do)."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    return [f"{key}={value}" for key, value in params.items()]
+
+
+def job_overrides(config_name: str, overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command would run."""
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        raise UserError(
+            f"'{sweeps[0].input_line}' lists several values; add -m (--multirun) to run each"
+        )
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    if not multirun:
+        return [base]
+    cfg = compose(config_name, overrides=base, return_hydra_config=True)
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper._target_", default="")
+    if not sweeper.endswith("BasicSweeper"):
+        return [base]  # Optuna and friends choose their own values: check the base config
+    declared = [
+        o
+        for o in _sweep_overrides(cfg)
+        if o.split("=")[0] not in {s.get_key_element() for s in sweeps}
+    ]
+    combined = parser.parse_overrides(declared + overrides)
+    return BasicSweeper.split_arguments(combined, max_batch_size=None)[0]
+
+
+def preflight(config_name: str, overrides: list[str], multirun: bool, check: Check) -> int:
+    """Compose and check every job; returns how many there are."""
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+            jobs = job_overrides(config_name, overrides, multirun)
+            for job in jobs:
+                check(compose(config_name, overrides=job))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(one_line(err)) from None
+    return len(jobs)
+
+
+def run_hydra_command(
+    name: str, config_name: str, args: list[str], task: Task, check: Check
+) -> int:
+    """`optbench <name> <args>`: check, then let Hydra run `task(cfg, run_dir)` for each job."""
+    parser = get_args_parser()
+    parser.prog = f"optbench {name}"
+    try:
+        flags = parser.parse_intermixed_args(args)
+    except SystemExit as exit_:  # argparse has printed its message
+        return int(exit_.code or 0)
+    if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
+        preflight(config_name, flags.overrides, flags.multirun, check)
+
+    def hydra_task(cfg: DictConfig) -> Any:
+        logging.getLogger("optbench").setLevel(logging.INFO)
+        try:
+            return task(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except UserError as err:
+            print(f"optbench {name}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    # Hydra's own parser wants its flags before the overrides (`-m` may come anywhere here).
+    flag_args = [a for a in args if a not in flags.overrides]
+    sys.argv = [f"optbench {name}", *flag_args, *flags.overrides]
+    main = hydra.main(
+        version_base=VERSION_BASE, config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name
+    )
+    main(hydra_task)()
+    return 0

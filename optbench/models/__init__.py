@@ -1,0 +1,49 @@
+"""Models: one registry entry and one `configs/model/` file each.
+
+Input channels, image size and class count come from the dataset, so any model runs on any
+dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+from torch import nn
+
+from optbench.data import DatasetInfo
+from optbench.errors import UserError
+from optbench.models.fastcnn import FastCNN
+from optbench.models.mlp import MLP
+from optbench.models.resnet import ResNet18
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    description: str
+    build: Callable[[DictConfig, DatasetInfo], nn.Module]
+
+
+MODELS: dict[str, ModelEntry] = {
+    "resnet18": ModelEntry(
+        "CIFAR ResNet-18: 3x3 stem, no max-pool (11.2 M parameters at width 64)",
+        lambda cfg, info: ResNet18(info.shape[0], info.num_classes, width=cfg.width),
+    ),
+    "fastcnn": ModelEntry(
+        "airbench94-style 8-layer CNN (2x2 stem, three conv groups, scaled linear head)",
+        lambda cfg, info: FastCNN(info.shape[0], info.num_classes, widths=tuple(cfg.widths)),
+    ),
+    "mlp": ModelEntry(
+        "multilayer perceptron on flattened pixels",
+        lambda cfg, info: MLP(math.prod(info.shape), info.num_classes, hidden=tuple(cfg.hidden)),
+    ),
+}
+
+
+def build_model(cfg: DictConfig, info: DatasetInfo) -> nn.Module:
+    """The model `cfg` names, sized for the dataset `info` describes."""
+    if cfg.name not in MODELS:
+        raise UserError(f"unknown model '{cfg.name}'; choose from {', '.join(MODELS)}")
+    return MODELS[cfg.name].build(cfg, info)

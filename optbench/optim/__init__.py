@@ -1,0 +1,7 @@
+"""Optimizers: the registry, parameter groups and the factory that builds one from config."""
+
+from optbench.optim.factory import build_optimizer
+from optbench.optim.param_groups import parameter_groups
+from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, optimizer_info
+
+__all__ = ["OPTIMIZERS", "OptimizerInfo", "build_optimizer", "optimizer_info", "parameter_groups"]

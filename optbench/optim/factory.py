@@ -1,0 +1,100 @@
+"""Build the optimizer an `optimizer:` config describes, for a given model."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from optbench.errors import UserError
+from optbench.optim.param_groups import parameter_groups
+from optbench.optim.registry import OptimizerInfo, load_object, optimizer_info
+
+# Config keys that select or wrap an optimizer rather than being passed to its constructor.
+SELECTION_KEYS = ("name", "impl")
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The constructor arguments of an `optimizer:` config (lists become tuples, as for betas)."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in values.items()
+        if k not in SELECTION_KEYS
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
+    """Raise a one-line UserError for values no optimizer accepts."""
+
+    def fail(key: str, rule: str) -> None:
+        raise UserError(f"optimizer={name}: {key} must be {rule}, got {hparams[key]!r}")
+
+    if "lr" in hparams and not (_is_number(hparams["lr"]) and hparams["lr"] > 0):
+        fail("lr", "a positive number")
+    for key in ("weight_decay", "momentum", "eps"):
+        if key in hparams and not _is_number(hparams[key]):
+            fail(key, "a number")
+    if hparams.get("weight_decay", 0) < 0:
+        fail("weight_decay", "non-negative")
+    if not 0 <= hparams.get("momentum", 0) < 1:
+        fail("momentum", "in [0, 1)")
+    if hparams.get("eps", 1) <= 0:
+        fail("eps", "positive")
+    if "betas" in hparams:
+        betas = hparams["betas"]
+        if not (isinstance(betas, tuple) and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            fail("betas", "a list of numbers in [0, 1)")
+
+
+def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimizer]:
+    if impl == "reference":
+        if info.reference is None:
+            raise UserError(
+                f"optimizer={info.name} has no reference implementation (optimizer.impl=reference)"
+            )
+        return load_object(info.reference)
+    if impl != "library":
+        raise UserError(f"optimizer.impl must be 'library' or 'reference', got '{impl}'")
+    return load_object(info.backend)
+
+
+def build_optimizer(
+    model: nn.Module, cfg: DictConfig, groups_cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over `model`'s parameter groups (`groups_cfg`)."""
+    info = optimizer_info(cfg.name)
+    hparams = {**info.defaults, **hyperparameters(cfg)}
+    validate_hyperparameters(info.name, hparams)
+    if not info.cpu and device.type != "cuda":
+        raise UserError(f"optimizer={info.name} needs CUDA ({info.backend} has no CPU kernels)")
+    groups = parameter_groups(
+        model,
+        lr=hparams["lr"],
+        weight_decay=hparams.get("weight_decay", 0.0),
+        no_decay_bias_norm=groups_cfg.no_decay_bias_norm,
+        lr_multipliers=groups_cfg.lr_multipliers,
+        layer_decay=groups_cfg.layer_decay,
+    )
+    impl = cfg.get("impl", "library")
+    if info.builder is not None and impl == "library":
+        return load_object(info.builder)(groups, hparams, device)
+    cls = optimizer_class(info, impl)
+    if (
+        info.fused_on_cuda
+        and device.type == "cuda"
+        and "fused" in inspect.signature(cls).parameters
+    ):
+        hparams.setdefault("fused", True)
+    try:
+        return cls(groups, **hparams)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"optimizer={info.name}: {err}") from None

@@ -1,0 +1,1 @@
+"""What a run leaves behind: TensorBoard events, metrics.jsonl, results.json, the console."""

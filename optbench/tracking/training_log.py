@@ -1,0 +1,123 @@
+"""The trainer's reporting: TensorBoard scalars, metrics.jsonl and the progress bar.
+
+Per-step values stay on the device and are written every `interval` optimizer steps with
+one host-device sync, so logging at full step resolution costs the hot loop nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from optbench.optim.momentum import momentum_coefficient
+from optbench.tracking.files import append_json_line
+from optbench.train.step import StepResult
+
+
+@dataclass
+class EpochTotals:
+    """Sums over the current epoch's optimizer steps, kept on the device."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    grad_norm: torch.Tensor
+    samples: int = 0
+    steps: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochTotals:
+        return cls(
+            torch.zeros((), device=device),
+            torch.zeros((), device=device),
+            torch.zeros((), device=device),
+        )
+
+    def add(self, result: StepResult) -> None:
+        self.loss += result.loss * result.samples
+        self.correct += result.correct
+        self.grad_norm += result.grad_norm
+        self.samples += result.samples
+        self.steps += 1
+
+
+@dataclass
+class PendingStep:
+    step: int
+    result: StepResult
+    lrs: list[float]
+    momenta: list[float | None]
+
+
+@dataclass
+class TrainingLog:
+    run_dir: Path
+    writer: SummaryWriter
+    group_names: list[str]
+    interval: int
+    pending: list[PendingStep] = field(default_factory=list)
+    scaler_skips: int = 0
+    latest_loss: float = float("nan")
+
+    def step(self, step: int, result: StepResult, optimizer: torch.optim.Optimizer) -> bool:
+        """Record optimizer step `step`; returns True when this call flushed to disk."""
+        groups = optimizer.param_groups
+        lrs = [float(g["lr"]) for g in groups]
+        self.pending.append(
+            PendingStep(step, result, lrs, [momentum_coefficient(g) for g in groups])
+        )
+        self.scaler_skips += result.scaler_skipped
+        if len(self.pending) >= self.interval:
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack(
+            [
+                torch.stack([p.result.loss, p.result.grad_norm, p.result.clipped_grad_norm])
+                for p in self.pending
+            ]
+        ).tolist()
+        for p, (loss, norm, clipped) in zip(self.pending, values, strict=True):
+            self.writer.add_scalar("train/loss_step", loss, p.step)
+            self.writer.add_scalar("grad_norm/before_clip", norm, p.step)
+            self.writer.add_scalar("grad_norm/after_clip", clipped, p.step)
+            for name, lr, momentum in zip(self.group_names, p.lrs, p.momenta, strict=True):
+                self.writer.add_scalar(f"lr/{name}", lr, p.step)
+                if momentum is not None:
+                    self.writer.add_scalar(f"momentum/{name}", momentum, p.step)
+        self.writer.add_scalar(
+            "train/scaler_skipped_steps", self.scaler_skips, self.pending[-1].step
+        )
+        self.latest_loss = values[-1][0]
+        self.pending.clear()
+
+    def epoch(self, record: dict[str, Any], totals: EpochTotals) -> dict[str, Any]:
+        """Close an epoch: add its training means to `record`, write it, return it."""
+        self.flush()
+        loss, correct, grad_norm = torch.stack(
+            [totals.loss, totals.correct, totals.grad_norm]
+        ).tolist()
+        record = {
+            **record,
+            "train_loss": loss / max(totals.samples, 1),
+            "train_acc": correct / max(totals.samples, 1),
+            "grad_norm": grad_norm / max(totals.steps, 1),
+        }
+        append_json_line(self.run_dir / "metrics.jsonl", record)
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                self.writer.add_scalar(epoch_tag(key), value, record["epoch"])
+        return record
+
+
+def epoch_tag(key: str) -> str:
+    """TensorBoard tag of a metrics.jsonl key: `test_acc` -> `test/acc`, `images_per_s` -> `epoch/images_per_s`."""
+    split, _, metric = key.partition("_")
+    return f"{split}/{metric}" if split in ("train", "test") else f"epoch/{key}"

@@ -1,0 +1,1 @@
+"""Training: the plan, the shared step, evaluation and the loop."""

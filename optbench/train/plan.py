@@ -1,0 +1,105 @@
+"""The numbers fixed before training starts, checked before anything is loaded or written."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from optbench.data import DatasetInfo, dataset_info
+from optbench.errors import UserError
+
+AMP_MODES = ("none", "fp16", "bf16")
+CLIP_MODES = ("none", "norm", "value")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    device: torch.device
+    amp: str
+    epochs: int
+    batch_size: int
+    accumulation: int
+    batches_per_epoch: int
+    dataset: DatasetInfo
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: a trailing group of fewer than `accumulation` batches
+        still makes a step, so accumulation never drops data."""
+        return math.ceil(self.batches_per_epoch / self.accumulation)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            f"trainer.device must be auto, cpu, cuda, cuda:N or mps, got '{name}'"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"trainer.device={name} but only {torch.cuda.device_count()} CUDA devices exist"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("trainer.device=mps but MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"trainer.device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
+    return device
+
+
+def _require_int(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"trainer.{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """Check the `trainer:` settings and count batches and optimizer steps."""
+    t = cfg.trainer
+    epochs = _require_int(t.epochs, "epochs", 1)
+    batch_size = _require_int(t.batch_size, "batch_size", 1)
+    _require_int(t.eval_batch_size, "eval_batch_size", 1)
+    accumulation = _require_int(t.accumulation, "accumulation", 1)
+    _require_int(t.eval_interval, "eval_interval", 1)
+    _require_int(t.log_interval, "log_interval", 1)
+    if t.amp not in AMP_MODES:
+        raise UserError(f"trainer.amp must be one of {', '.join(AMP_MODES)}, got '{t.amp}'")
+    if t.clip.mode not in CLIP_MODES:
+        raise UserError(
+            f"trainer.clip.mode must be one of {', '.join(CLIP_MODES)}, got '{t.clip.mode}'"
+        )
+    if t.clip.mode != "none" and not (isinstance(t.clip.max, numbers.Real) and t.clip.max > 0):
+        raise UserError(f"trainer.clip.max must be a positive number, got {t.clip.max!r}")
+    device = resolve_device(str(t.device))
+    if t.amp == "fp16" and device.type != "cuda":
+        raise UserError(
+            f"trainer.amp=fp16 needs a CUDA device, but the device is {device}; "
+            "use trainer.amp=bf16 or trainer.amp=none"
+        )
+    info = dataset_info(cfg.dataset)
+    batches = (
+        info.train_size // batch_size if t.drop_last else math.ceil(info.train_size / batch_size)
+    )
+    if batches < 1:
+        raise UserError(
+            f"trainer.batch_size={batch_size} with drop_last leaves no batch of the "
+            f"{info.train_size} training images"
+        )
+    return RunPlan(device, t.amp, epochs, batch_size, accumulation, batches, info)

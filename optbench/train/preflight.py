@@ -1,0 +1,50 @@
+"""Check a training config completely without loading data or touching the device.
+
+The model is built on the meta device (shapes only, no memory), and the optimizer and the
+schedule are built on it, so every value they reject is reported before a run starts.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from optbench.errors import UserError
+from optbench.models import build_model
+from optbench.optim import build_optimizer
+from optbench.schedules import build_schedule
+from optbench.train.plan import RunPlan, plan_run
+
+NONFINITE_POLICIES = ("stop", "skip")
+# Stand-in for `lr: auto` / `max_lr: auto`, which the LR range test replaces at run time.
+_AUTO_PLACEHOLDER = 1.0
+
+
+def is_auto(value: object) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
+def check_train_config(cfg: DictConfig) -> RunPlan:
+    """Raise a one-line UserError for anything in `cfg` that would fail or mislead a run."""
+    plan = plan_run(cfg)
+    if cfg.trainer.on_nonfinite not in NONFINITE_POLICIES:
+        raise UserError(
+            f"trainer.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{cfg.trainer.on_nonfinite}'"
+        )
+    optimizer_cfg, scheduler_cfg = cfg.optimizer.copy(), cfg.scheduler.copy()
+    if is_auto(optimizer_cfg.get("lr")):
+        optimizer_cfg.lr = _AUTO_PLACEHOLDER
+    if is_auto(scheduler_cfg.get("max_lr")):
+        scheduler_cfg.max_lr = _AUTO_PLACEHOLDER
+    with torch.device("meta"):
+        model = build_model(cfg.model, plan.dataset)
+    # Built for the CPU: fused CUDA kernels refuse meta tensors, and only shapes matter here.
+    optimizer = build_optimizer(model, optimizer_cfg, cfg.param_groups, torch.device("cpu"))
+    build_schedule(
+        optimizer,
+        scheduler_cfg,
+        steps_per_epoch=plan.steps_per_epoch,
+        total_steps=plan.total_steps,
+        base_lr=optimizer_cfg.lr,
+    )
+    return plan

@@ -1,0 +1,135 @@
+"""One optimizer step: the piece of training that `optbench train` and `optbench lr-find` share.
+
+A step runs one or more micro-batches (gradient accumulation) under autocast, scales the
+backward pass for fp16, unscales, measures and clips the gradient, and steps the optimizer
+unless a value is not finite. It makes exactly one host-device sync, to decide that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optbench.data import Batch
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # mean loss over the step's samples (on the device)
+    correct: torch.Tensor  # correctly classified samples (on the device)
+    samples: int
+    grad_norm: torch.Tensor  # total gradient norm before clipping
+    clipped_grad_norm: torch.Tensor  # ... and after
+    scaler_skipped: bool = (
+        False  # fp16 overflow: GradScaler skipped the update and lowered its scale
+    )
+
+
+class NonFiniteStep(Exception):
+    """The loss or a gradient was NaN/Inf; the optimizer has not been stepped."""
+
+    def __init__(self, loss: float, bad_params: list[str]):
+        self.loss = loss
+        self.bad_params = bad_params
+        names = ", ".join(bad_params[:5]) + (
+            f" and {len(bad_params) - 5} more" if len(bad_params) > 5 else ""
+        )
+        super().__init__(f"loss {loss}, non-finite gradients in {names or 'no parameter'}")
+
+
+class TrainStep:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        amp: str = "none",
+        clip_mode: str = "none",
+        clip_max: float = 1.0,
+        label_smoothing: float = 0.0,
+        hessian=None,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.amp = amp
+        self.clip_mode = clip_mode
+        self.clip_max = clip_max
+        self.label_smoothing = label_smoothing
+        self.hessian = hessian  # optional HutchinsonHessian for second-order optimizers
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        groups = optimizer.param_groups
+        self.params = [p for group in groups for p in group["params"]]
+        self.param_names: list[str] = []
+        for i, group in enumerate(groups):
+            unnamed = [f"group{i}.param{j}" for j in range(len(group["params"]))]
+            self.param_names += group.get("param_names") or unnamed
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp != "none"
+        )
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def __call__(self, micro_batches: Sequence[Batch], step: int = 0) -> StepResult:
+        """Accumulate gradients over `micro_batches` and take optimizer step number `step`."""
+        samples = sum(len(labels) for _, labels in micro_batches)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        want_hessian = self.hessian is not None and self.hessian.due(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, labels) in enumerate(micro_batches):
+            with self.autocast():
+                logits = self.model(images)
+                loss = self.loss(logits, labels)
+            # Weight each micro-batch by its share of the step's samples: the same gradient as
+            # one big batch, also when the last micro-batch is short.
+            last = i == len(micro_batches) - 1
+            self.scaler.scale(loss * (len(labels) / samples)).backward(
+                create_graph=want_hessian and last
+            )
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+        hessian = self.hessian.estimate(self.params) if want_hessian else None
+        self.scaler.unscale_(self.optimizer)
+        grad_norm, clipped_norm = self._clip()
+        mean_loss = loss_sum / samples
+        result = StepResult(mean_loss, correct, samples, grad_norm, clipped_norm)
+        # The step's one host-device sync: a non-finite update must never reach the weights.
+        if not bool(torch.isfinite(mean_loss) & torch.isfinite(grad_norm)):
+            if not (self.scaler.is_enabled() and torch.isfinite(mean_loss)):
+                raise NonFiniteStep(mean_loss.item(), self.nonfinite_params())
+            result.scaler_skipped = True
+        kwargs = {"hessian": hessian} if hessian is not None else {}
+        self.scaler.step(self.optimizer, **kwargs)
+        self.scaler.update()
+        return result
+
+    def _clip(self) -> tuple[torch.Tensor, torch.Tensor]:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.clip_mode == "norm":
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_max)
+            # clip_grad_norm_ scales by max / (norm + 1e-6) when that is below 1.
+            return norm, norm * torch.clamp(self.clip_max / (norm + 1e-6), max=1.0)
+        norm = torch.nn.utils.get_total_norm(grads)
+        if self.clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(self.params, self.clip_max)
+            return norm, torch.nn.utils.get_total_norm(grads)
+        return norm, norm
+
+    def nonfinite_params(self) -> list[str]:
+        """Names of the parameters whose gradient holds a NaN or Inf (diagnosis only: syncs)."""
+        return [
+            name
+            for name, p in zip(self.param_names, self.params, strict=True)
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]

@@ -1,0 +1,82 @@
+"""The command line end to end, as a subprocess, the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=mlp",
+        "model.hidden=[32]", "trainer.epochs=1", "trainer.batch_size=64", "trainer.device=cpu"]  # fmt: skip
+
+
+def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["optbench", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_subcommands(tmp_path):
+    out = optbench("--help", cwd=tmp_path)
+    assert out.returncode == 0 and "train" in out.stdout
+    module = subprocess.run(
+        [sys.executable, "-m", "optbench", "--help"], capture_output=True, text=True
+    )
+    assert module.returncode == 0 and module.stdout == out.stdout
+
+
+def test_train_help_shows_the_config_groups(tmp_path):
+    out = optbench("train", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    assert "optimizer: adam, adamw" in out.stdout and "scheduler:" in out.stdout
+
+
+def test_a_single_run_writes_its_run_directory(tmp_path):
+    out = optbench("train", *FAST, "optimizer=adamw", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (tmp_path / "outputs" / "train").glob("*/*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["optimizer"] == "adamw"
+    assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "config.yaml").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_a_multirun_sweep_runs_every_job(tmp_path):
+    out = optbench("train", "-m", *FAST, "optimizer=sgd,adamw", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    results = [
+        json.loads(p.read_text())
+        for p in sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/results.json"))
+    ]
+    assert sorted(r["optimizer"] for r in results) == ["adamw", "sgd"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer=nope"], "unknown optimizer 'nope'"),
+        (["optimizer.lr=-1"], "lr must be a positive number"),
+        (["trainer.accumulation=0"], "trainer.accumulation must be an integer >= 1"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be an integer >= 1"),
+        (["trainer.amp=fp16", "trainer.device=cpu"], "trainer.amp=fp16 needs a CUDA device"),
+        (["trainer.device=tpu"], "trainer.device must be"),
+        (["trainer.epochz=3"], "Key 'epochz' is not in struct"),
+        (["scheduler.warmup=100000"], "leaves no room for the schedule"),
+        (
+            ["-m", "optimizer=sgd,adamw", "trainer.epochs=0"],
+            "trainer.epochs must be an integer >= 1",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_exit_2_and_writes_nothing(tmp_path, args, message):
+    out = optbench("train", *FAST, *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_unknown_command_exits_2(tmp_path):
+    out = optbench("trian", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown command 'trian'" in out.stderr

@@ -1,0 +1,92 @@
+"""The shared trainer on the synthetic dataset: it learns, and writes what the README documents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from helpers import read_jsonl, scalars
+
+from optbench.train.trainer import optimizer_steps, train
+
+RESULT_FIELDS = {
+    "status", "model", "dataset", "optimizer", "scheduler", "seed", "epochs", "steps",
+    "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "best_test_acc",
+    "best_epoch", "time_to_target", "wall_time_s", "train_time_s", "eval_time_s", "images_per_s",
+    "peak_memory_mb", "scaler_skipped_steps", "nonfinite_skipped_steps", "diagnosis",
+}  # fmt: skip
+METRIC_FIELDS = {
+    "epoch", "step", "test_loss", "test_acc", "train_loss", "train_acc", "lr", "grad_norm",
+    "epoch_time_s", "images_per_s", "train_time_s",
+}  # fmt: skip
+
+
+def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
+    cfg = fast_cfg("optimizer=adamw", "trainer.epochs=3", "trainer.targets=[0.3,0.999]")
+    results = train(cfg, tmp_path)
+
+    assert results["status"] == "completed"
+    assert results["final_test_acc"] > 0.5  # ten classes: chance is 0.1
+    assert results["best_test_acc"] >= results["final_test_acc"]
+    assert results["steps"] == 3 * 8  # 512 images / batch 64
+    assert RESULT_FIELDS <= results.keys()
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert results["time_to_target"]["0.3"]["epoch"] >= 1
+    assert results["time_to_target"]["0.999"] is None  # never reached: a miss, not the final value
+
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(METRIC_FIELDS <= r.keys() for r in records)
+    assert records[-1]["test_acc"] == results["final_test_acc"]
+    assert records[0]["train_loss"] > records[-1]["train_loss"]
+
+    snapshot = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert snapshot["optimizer"]["name"] == "adamw"
+    assert "${" not in (tmp_path / "config.yaml").read_text()  # resolved
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert {"git", "torch", "device", "command"} <= info.keys()
+
+    assert len(scalars(tmp_path, "train/loss_step")) == 24
+    assert [s for s, _ in scalars(tmp_path, "test/acc")] == [1, 2, 3]
+
+
+def test_evaluation_interval_still_evaluates_the_last_epoch(fast_cfg, tmp_path):
+    results = train(fast_cfg("trainer.epochs=3", "trainer.eval_interval=2"), tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert ["test_acc" in r for r in records] == [False, True, True]
+    assert results["final_test_acc"] == records[-1]["test_acc"]
+
+
+def test_same_seed_same_run(fast_cfg, tmp_path):
+    cfg = fast_cfg("optimizer=momentum", "trainer.epochs=1")
+    first = train(cfg, tmp_path / "a")
+    second = train(cfg, tmp_path / "b")
+    assert first["final_test_loss"] == second["final_test_loss"]
+
+
+@pytest.mark.parametrize(
+    ("batches", "accumulation", "sizes"), [(7, 3, [3, 3, 1]), (6, 3, [3, 3]), (2, 1, [1, 1])]
+)
+def test_trailing_micro_batches_still_make_a_step(batches, accumulation, sizes):
+    assert [len(g) for g in optimizer_steps(range(batches), accumulation)] == sizes
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_onecycle_ends_at_its_final_lr_on_the_last_optimizer_step(fast_cfg, tmp_path, accumulation):
+    # 500 images in batches of 64: 8 batches, the last one short.
+    cfg = fast_cfg(
+        "dataset.train_size=500",
+        "scheduler=onecycle",
+        "optimizer=momentum",
+        "optimizer.lr=0.2",
+        "trainer.epochs=2",
+        f"trainer.accumulation={accumulation}",
+    )
+    train(cfg, tmp_path)
+    lrs = scalars(tmp_path, "lr/decay")
+    steps_per_epoch = -(-8 // accumulation)
+    assert [s for s, _ in lrs] == list(range(2 * steps_per_epoch))
+    assert lrs[0][1] == pytest.approx(0.2 / 25)
+    assert lrs[-1][1] == pytest.approx(0.2 / 25 / 1e4)
+    assert max(v for _, v in lrs) <= 0.2 + 1e-9
