@@ -1,7 +1,15 @@
 """Optimizers: the registry, parameter groups and the factory that builds one from config."""
 
-from optbench.optim.factory import build_optimizer
+from optbench.optim.factory import build_optimizer, optimizer_config, optimizer_from_groups
 from optbench.optim.param_groups import parameter_groups
 from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, optimizer_info
 
-__all__ = ["OPTIMIZERS", "OptimizerInfo", "build_optimizer", "optimizer_info", "parameter_groups"]
+__all__ = [
+    "OPTIMIZERS",
+    "OptimizerInfo",
+    "build_optimizer",
+    "optimizer_config",
+    "optimizer_from_groups",
+    "optimizer_info",
+    "parameter_groups",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from importlib import resources
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from optbench.optim.registry import OptimizerInfo, load_object, optimizer_info
 
 # Config keys that select or wrap an optimizer rather than being passed to its constructor.
 SELECTION_KEYS = ("name", "impl")
+# Keys of `optimizer=lookahead` that configure the wrapper itself; the rest go to the base.
+LOOKAHEAD_KEYS = ("name", "impl", "base", "k", "alpha")
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -40,15 +43,17 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
 
     if "lr" in hparams and not (_is_number(hparams["lr"]) and hparams["lr"] > 0):
         fail("lr", "a positive number")
-    for key in ("weight_decay", "momentum", "eps"):
+    for key in ("weight_decay", "momentum"):
         if key in hparams and not _is_number(hparams[key]):
             fail(key, "a number")
+    eps = hparams.get("eps", 1.0)
+    # Adafactor's eps is a pair, either part of which may be left to its default.
+    if not all(e is None or (_is_number(e) and e > 0) for e in (eps if isinstance(eps, tuple) else (eps,))):
+        fail("eps", "positive")
     if hparams.get("weight_decay", 0) < 0:
         fail("weight_decay", "non-negative")
     if not 0 <= hparams.get("momentum", 0) < 1:
         fail("momentum", "in [0, 1)")
-    if hparams.get("eps", 1) <= 0:
-        fail("eps", "positive")
     if "betas" in hparams:
         betas = hparams["betas"]
         if not (isinstance(betas, tuple) and all(_is_number(b) and 0 <= b < 1 for b in betas)):
@@ -67,15 +72,36 @@ def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimize
     return load_object(info.backend)
 
 
+def optimizer_config(name: str) -> DictConfig:
+    """The documented defaults of optimizer `name`: its file in configs/optimizer/."""
+    optimizer_info(name)
+    text = (resources.files("optbench.configs") / "optimizer" / f"{name}.yaml").read_text()
+    return OmegaConf.create(text)
+
+
+def resolve_optimizer_config(cfg: DictConfig) -> DictConfig:
+    """`cfg` with a wrapper's base defaults filled in.
+
+    `optimizer=lookahead optimizer.base=adamw` takes AdamW's documented hyperparameters;
+    any key set on the lookahead node (non-null) overrides them. Other optimizers pass through.
+    """
+    if cfg.name != "lookahead":
+        return cfg
+    if cfg.base == "lookahead":
+        raise UserError("optimizer.base of lookahead must be another optimizer, not lookahead")
+    base = optimizer_config(cfg.base)
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in LOOKAHEAD_KEYS and v is not None}
+    merged = OmegaConf.merge(base, overrides)
+    return OmegaConf.merge(merged, {k: cfg[k] for k in LOOKAHEAD_KEYS if k in cfg})
+
+
 def build_optimizer(
     model: nn.Module, cfg: DictConfig, groups_cfg: DictConfig, device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer `cfg` names over `model`'s parameter groups (`groups_cfg`)."""
-    info = optimizer_info(cfg.name)
-    hparams = {**info.defaults, **hyperparameters(cfg)}
-    validate_hyperparameters(info.name, hparams)
-    if not info.cpu and device.type != "cuda":
-        raise UserError(f"optimizer={info.name} needs CUDA ({info.backend} has no CPU kernels)")
+    cfg = resolve_optimizer_config(cfg)
+    hparams = hyperparameters(cfg)
+    validate_hyperparameters(cfg.name, hparams)
     groups = parameter_groups(
         model,
         lr=hparams["lr"],
@@ -84,9 +110,22 @@ def build_optimizer(
         lr_multipliers=groups_cfg.lr_multipliers,
         layer_decay=groups_cfg.layer_decay,
     )
+    return optimizer_from_groups(groups, cfg, device)
+
+
+def optimizer_from_groups(
+    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over ready-made parameter groups (or a list of tensors)."""
+    cfg = resolve_optimizer_config(cfg)
+    info = optimizer_info(cfg.name)
+    hparams = {**info.defaults, **hyperparameters(cfg)}
+    validate_hyperparameters(info.name, hparams)
+    if not info.cpu and device.type != "cuda":
+        raise UserError(f"optimizer={info.name} needs CUDA ({info.backend} has no CPU kernels)")
     impl = cfg.get("impl", "library")
     if info.builder is not None and impl == "library":
-        return load_object(info.builder)(groups, hparams, device)
+        return load_object(info.builder)(groups, cfg, device)
     cls = optimizer_class(info, impl)
     if (
         info.fused_on_cuda

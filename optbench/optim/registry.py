@@ -27,53 +27,94 @@ class OptimizerInfo:
     reference: str | None = None  # dotted path of optbench's from-scratch implementation
     hessian: bool = False  # wants Hessian-diagonal estimates from the trainer (Sophia)
     schedule_free: bool = False  # needs optimizer.train()/.eval() around evaluation
-    builder: str | None = None  # dotted path of a function(groups, hparams, device) -> optimizer
+    builder: str | None = None  # dotted path of a function(groups, cfg, device) -> optimizer
 
+
+_PO = "pytorch_optimizer."
+_ADAM_STATE = "2 x params"
 
 OPTIMIZERS: dict[str, OptimizerInfo] = {
     info.name: info
     for info in [
         OptimizerInfo(
-            "sgd",
-            "plain stochastic gradient descent",
-            "torch.optim.SGD",
-            "0",
-            defaults={"momentum": 0.0},
+            "sgd", "plain stochastic gradient descent", "torch.optim.SGD", "0",
+            defaults={"momentum": 0.0}, fused_on_cuda=True,
+        ),
+        OptimizerInfo(
+            "momentum", "SGD with heavy-ball momentum (Polyak 1964)", "torch.optim.SGD", "1 x params",
             fused_on_cuda=True,
         ),
         OptimizerInfo(
-            "momentum",
-            "SGD with heavy-ball momentum (Polyak 1964)",
-            "torch.optim.SGD",
+            "nesterov", "SGD with Nesterov momentum (Sutskever et al. 2013)", "torch.optim.SGD", "1 x params",
+            defaults={"nesterov": True}, fused_on_cuda=True,
+        ),
+        OptimizerInfo(
+            "adagrad", "per-coordinate LR from the sum of squared gradients (Duchi et al. 2011)",
+            "torch.optim.Adagrad", "1 x params", momentum=None,
+        ),
+        OptimizerInfo(
+            "rmsprop", "gradient over a running RMS (Hinton 2012); optional momentum",
+            "torch.optim.RMSprop", "1 x params (2 x with momentum)",
+        ),
+        OptimizerInfo(
+            "adam", "Adam, weight decay as L2 in the gradient (Kingma & Ba 2015)", "torch.optim.Adam",
+            _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+        ),
+        OptimizerInfo(
+            "adamw", "Adam with decoupled weight decay (Loshchilov & Hutter 2019)", "torch.optim.AdamW",
+            _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+        ),
+        OptimizerInfo(
+            "nadam", "Adam with Nesterov momentum (Dozat 2016)", "torch.optim.NAdam",
+            _ADAM_STATE, momentum="betas",
+        ),
+        OptimizerInfo(
+            "radam", "Adam with a rectified warm-up of the adaptive LR (Liu et al. 2020)",
+            "torch.optim.RAdam", _ADAM_STATE, momentum="betas",
+        ),
+        OptimizerInfo(
+            "lamb", "Adam update scaled per layer by a trust ratio (You et al. 2020)", _PO + "Lamb",
+            _ADAM_STATE, momentum="betas",
+        ),
+        OptimizerInfo(
+            "lars", "momentum SGD scaled per layer by a trust ratio (You et al. 2017)", _PO + "LARS",
             "1 x params",
-            fused_on_cuda=True,
         ),
         OptimizerInfo(
-            "nesterov",
-            "SGD with Nesterov momentum (Sutskever et al. 2013)",
-            "torch.optim.SGD",
-            "1 x params",
-            defaults={"nesterov": True},
-            fused_on_cuda=True,
+            "adafactor", "factored second moments, no first moment (Shazeer & Stern 2018)",
+            "torch.optim.Adafactor", "~0 x (a row and a column vector per matrix)", momentum=None,
         ),
         OptimizerInfo(
-            "adam",
-            "Adam with L2 weight decay added to the gradient (Kingma & Ba 2015)",
-            "torch.optim.Adam",
-            "2 x params",
-            momentum="betas",
-            fused_on_cuda=True,
+            "lion", "sign of an interpolated momentum (Chen et al. 2023)", _PO + "Lion",
+            "1 x params", momentum="betas",
         ),
         OptimizerInfo(
-            "adamw",
-            "Adam with decoupled weight decay (Loshchilov & Hutter 2019)",
-            "torch.optim.AdamW",
-            "2 x params",
-            momentum="betas",
-            fused_on_cuda=True,
+            "adam8bit", "Adam with block-wise 8-bit states (Dettmers et al. 2022)", "bitsandbytes.optim.Adam8bit",
+            "~0.5 x params (two 8-bit states)", momentum="betas",
+        ),
+        OptimizerInfo(
+            "adamw8bit", "AdamW with block-wise 8-bit states (Dettmers et al. 2022)",
+            "bitsandbytes.optim.AdamW8bit", "~0.5 x params (two 8-bit states)", momentum="betas",
+        ),
+        OptimizerInfo(
+            "sophia", "clipped Newton-like step from a Hutchinson Hessian diagonal (Liu et al. 2024)",
+            _PO + "SophiaH", "2 x params (+1 x while estimating)", momentum="betas", hessian=True,
+        ),
+        OptimizerInfo(
+            "muon", "orthogonalised momentum for matrices, AdamW for the rest (Jordan et al. 2024)",
+            _PO + "Muon", "1 x matrices, 2 x the rest", builder="optbench.optim.muon.build_muon",
+        ),
+        OptimizerInfo(
+            "schedule_free", "Schedule-Free AdamW: no LR schedule needed (Defazio et al. 2024)",
+            _PO + "ScheduleFreeAdamW", "2 x params", momentum="betas", schedule_free=True,
+        ),
+        OptimizerInfo(
+            "lookahead", "k fast steps of a base optimizer, then a step of the slow weights (Zhang et al. 2019)",
+            _PO + "Lookahead", "base + 1 x params", momentum=None,
+            builder="optbench.optim.lookahead.build_lookahead",
         ),
     ]
-}
+}  # fmt: skip
 
 
 def optimizer_info(name: str) -> OptimizerInfo:

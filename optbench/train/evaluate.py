@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,10 +12,22 @@ from torch import nn
 from optbench.data import DeviceBatches
 from optbench.train.step import TrainStep
 
+# Training batches used to re-estimate batch-norm statistics at Schedule-Free's eval weights.
+BN_REFRESH_BATCHES = 20
+
 
 @torch.no_grad()
-def evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
-    """Mean loss and accuracy of `step.model` over `batches`, under the step's autocast."""
+def evaluate(step: TrainStep, batches: DeviceBatches, train_batches: DeviceBatches | None = None) -> dict[str, float]:
+    """Mean loss and accuracy of `step.model` over `batches`, under the step's autocast.
+
+    For Schedule-Free optimizers the model is evaluated at the optimizer's averaged
+    weights, with batch-norm statistics recomputed there from `train_batches`.
+    """
+    with _evaluation_weights(step, train_batches):
+        return _evaluate(step, batches)
+
+
+def _evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
     model: nn.Module = step.model
     was_training = model.training
     model.eval()
@@ -27,3 +42,42 @@ def evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
     model.train(was_training)
     loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
     return {"loss": loss / batches.num_samples, "acc": hits / batches.num_samples}
+
+
+@contextmanager
+def _evaluation_weights(step: TrainStep, train_batches: DeviceBatches | None) -> Iterator[None]:
+    """Schedule-Free trains at one point and averages at another: evaluate the average.
+
+    Batch-norm running statistics were gathered at the training point, so they are
+    re-estimated at the averaged point (as the Schedule-Free authors advise).
+    """
+    if not step.schedule_free:
+        yield
+        return
+    step.optimizer.eval()
+    try:
+        if train_batches is not None:
+            _refresh_batch_norm(step, train_batches)
+        yield
+    finally:
+        step.optimizer.train()
+
+
+def _refresh_batch_norm(step: TrainStep, train_batches: DeviceBatches) -> None:
+    norms = [m for m in step.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the refresh batches
+    was_training = step.model.training
+    step.model.train()
+    for i, (images, _) in enumerate(train_batches.epoch(-1)):
+        if i == BN_REFRESH_BATCHES:
+            break
+        with step.autocast():
+            step.model(images)
+    step.model.train(was_training)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from optbench.data import DatasetInfo, dataset_info
 from optbench.errors import UserError
+from optbench.optim.registry import optimizer_info
 
 AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
@@ -92,6 +93,11 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         raise UserError(
             f"trainer.amp=fp16 needs a CUDA device, but the device is {device}; "
             "use trainer.amp=bf16 or trainer.amp=none"
+        )
+    if t.amp == "fp16" and optimizer_info(cfg.optimizer.name).hessian:
+        raise UserError(
+            f"optimizer={cfg.optimizer.name} estimates Hessians, which fp16 loss scaling would distort; "
+            "use trainer.amp=bf16 or none"
         )
     info = dataset_info(cfg.dataset)
     batches = (

@@ -16,7 +16,8 @@ from torch import nn
 
 from optbench.data import DeviceBatches, ImageDataset, load_dataset
 from optbench.models import build_model
-from optbench.optim import build_optimizer
+from optbench.optim import build_optimizer, optimizer_info
+from optbench.optim.hessian import HutchinsonHessian
 from optbench.train.plan import RunPlan
 from optbench.train.step import TrainStep
 
@@ -79,6 +80,10 @@ def build_setup(cfg: DictConfig, plan: RunPlan, *, lr: float | None = None) -> T
         **common,
     )
     test_batches = DeviceBatches(dataset.test, batch_size=t.eval_batch_size, **common)
+    info = optimizer_info(optimizer_cfg.name)
+    hessian = None
+    if info.hessian:
+        hessian = HutchinsonHessian(optimizer_cfg.update_period, optimizer_cfg.num_samples)
     step = TrainStep(
         torch.compile(model) if t.compile else model,
         optimizer,
@@ -87,5 +92,7 @@ def build_setup(cfg: DictConfig, plan: RunPlan, *, lr: float | None = None) -> T
         clip_mode=t.clip.mode,
         clip_max=t.clip.max,
         label_smoothing=t.label_smoothing,
+        hessian=hessian,
+        schedule_free=info.schedule_free,
     )
     return TrainingSetup(plan, dataset, train_batches, test_batches, model, optimizer, step)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optbench.data import Batch
+from optbench.optim.hessian import HutchinsonHessian
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -54,7 +55,8 @@ class TrainStep:
         clip_mode: str = "none",
         clip_max: float = 1.0,
         label_smoothing: float = 0.0,
-        hessian=None,
+        hessian: HutchinsonHessian | None = None,
+        schedule_free: bool = False,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -63,7 +65,8 @@ class TrainStep:
         self.clip_mode = clip_mode
         self.clip_max = clip_max
         self.label_smoothing = label_smoothing
-        self.hessian = hessian  # optional HutchinsonHessian for second-order optimizers
+        self.hessian = hessian  # estimates for second-order optimizers (Sophia)
+        self.schedule_free = schedule_free  # evaluate at the optimizer's averaged weights
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         groups = optimizer.param_groups
         self.params = [p for group in groups for p in group["params"]]
@@ -85,7 +88,7 @@ class TrainStep:
         samples = sum(len(labels) for _, labels in micro_batches)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        want_hessian = self.hessian is not None and self.hessian.due(step)
+        hessian = None
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(micro_batches):
             with self.autocast():
@@ -93,13 +96,13 @@ class TrainStep:
                 loss = self.loss(logits, labels)
             # Weight each micro-batch by its share of the step's samples: the same gradient as
             # one big batch, also when the last micro-batch is short.
-            last = i == len(micro_batches) - 1
-            self.scaler.scale(loss * (len(labels) / samples)).backward(
-                create_graph=want_hessian and last
-            )
+            share = len(labels) / samples
+            if i == len(micro_batches) - 1 and self._hessian_due(step):
+                hessian = self._backward_with_hessian(loss, share)
+            else:
+                self.scaler.scale(loss * share).backward()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(dim=1) == labels).sum()
-        hessian = self.hessian.estimate(self.params) if want_hessian else None
         self.scaler.unscale_(self.optimizer)
         grad_norm, clipped_norm = self._clip()
         mean_loss = loss_sum / samples
@@ -113,6 +116,25 @@ class TrainStep:
         self.scaler.step(self.optimizer, **kwargs)
         self.scaler.update()
         return result
+
+    def _hessian_due(self, step: int) -> bool:
+        if self.hessian is None:
+            return False
+        # The optimizer's own step count, when it keeps one, so skipped steps cannot desync it.
+        return self.hessian.due(self.optimizer.param_groups[0].get("step", step))
+
+    def _backward_with_hessian(self, loss: torch.Tensor, share: float) -> list[torch.Tensor]:
+        """Backward pass that keeps the gradient's graph for a Hessian estimate, then drops it.
+
+        autograd.grad rather than backward(create_graph=True), which would tie each parameter
+        to its gradient in a reference cycle.
+        """
+        grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        hessian = self.hessian.estimate(self.params, list(grads))
+        for p, g in zip(self.params, grads, strict=True):
+            if g is not None:
+                p.grad = g.detach() * share if p.grad is None else p.grad + g.detach() * share
+        return hessian  # of the last micro-batch's mean loss: an estimate for the whole step
 
     def _clip(self) -> tuple[torch.Tensor, torch.Tensor]:
         grads = [p.grad for p in self.params if p.grad is not None]

@@ -148,7 +148,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
             if (epoch + 1) % t.eval_interval == 0 or epoch + 1 == plan.epochs:
                 eval_start = time.perf_counter()
-                metrics = evaluate(step, setup.test_batches)
+                metrics = evaluate(step, setup.test_batches, setup.train_batches)
                 state.eval_time_s += time.perf_counter() - eval_start
                 record |= {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}
             record |= {
