@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed, on CI or over SSH
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from optbench.tracking.files import atomic_write_bytes  # noqa: E402
+from optbench.tracking.files import atomic_write_bytes
 
 
 def new_figure(width: float = 7.0, height: float = 4.5, **subplots) -> tuple[Figure, object]:
