@@ -46,7 +46,10 @@ def one_line(err: BaseException) -> str:
         lines = [line.strip() for line in str(e or "").splitlines() if line.strip()]
         if lines and lines[0].rstrip(".") not in parts:
             parts.append(lines[0].rstrip("."))
-    return ": ".join(parts) or type(err).__name__
+    # Hydra's hint for a key the config lacks: "To append to your config use +key=value".
+    hint = next((line.strip() for line in str(err).splitlines() if "To append" in line), None)
+    message = ": ".join(parts) or type(err).__name__
+    return f"{message} ({hint[0].lower()}{hint[1:]})" if hint else message
 
 
 def _sweep_overrides(cfg: DictConfig) -> list[str]:

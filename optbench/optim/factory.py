@@ -13,7 +13,7 @@ from torch import nn
 
 from optbench.errors import UserError
 from optbench.optim.param_groups import parameter_groups
-from optbench.optim.registry import OptimizerInfo, load_object, optimizer_info
+from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, load_object, optimizer_info
 
 # Config keys that select or wrap an optimizer rather than being passed to its constructor.
 SELECTION_KEYS = ("name", "impl")
@@ -63,8 +63,9 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
 def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimizer]:
     if impl == "reference":
         if info.reference is None:
+            with_reference = ", ".join(name for name, i in OPTIMIZERS.items() if i.reference)
             raise UserError(
-                f"optimizer={info.name} has no reference implementation (optimizer.impl=reference)"
+                f"optimizer={info.name} has no reference implementation; these do: {with_reference}"
             )
         return load_object(info.reference)
     if impl != "library":

@@ -20,13 +20,14 @@ from optbench.train.step import StepResult
 
 @dataclass
 class EpochTotals:
-    """Sums over the current epoch's optimizer steps, kept on the device."""
+    """Sums over the current epoch's optimizer steps, kept on the device (and checkpointed)."""
 
     loss: torch.Tensor
     correct: torch.Tensor
     grad_norm: torch.Tensor
     samples: int = 0
     steps: int = 0
+    time_s: float = 0.0  # training time of the epoch so far, across an interruption
 
     @classmethod
     def zeros(cls, device: torch.device) -> EpochTotals:
@@ -111,13 +112,17 @@ class TrainingLog:
             "grad_norm": grad_norm / max(totals.steps, 1),
         }
         append_json_line(self.run_dir / "metrics.jsonl", record)
+        # Everything on the optimizer-step axis, so runs with different epoch lengths line up
+        # and a resumed run can purge what was logged after its checkpoint.
         for key, value in record.items():
-            if key != "epoch" and isinstance(value, int | float):
-                self.writer.add_scalar(epoch_tag(key), value, record["epoch"])
+            if key != "step" and isinstance(value, int | float):
+                self.writer.add_scalar(epoch_tag(key), value, record["step"])
         return record
 
 
 def epoch_tag(key: str) -> str:
     """TensorBoard tag of a metrics.jsonl key: `test_acc` -> `test/acc`, `images_per_s` -> `epoch/images_per_s`."""
     split, _, metric = key.partition("_")
-    return f"{split}/{metric}" if split in ("train", "test") else f"epoch/{key}"
+    if split in ("train", "test") and metric != "time_s":
+        return f"{split}/{metric}"
+    return f"epoch/{key}"

@@ -17,7 +17,9 @@ BN_REFRESH_BATCHES = 20
 
 
 @torch.no_grad()
-def evaluate(step: TrainStep, batches: DeviceBatches, train_batches: DeviceBatches | None = None) -> dict[str, float]:
+def evaluate(
+    step: TrainStep, batches: DeviceBatches, train_batches: DeviceBatches | None = None
+) -> dict[str, float]:
     """Mean loss and accuracy of `step.model` over `batches`, under the step's autocast.
 
     For Schedule-Free optimizers the model is evaluated at the optimizer's averaged

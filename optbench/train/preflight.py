@@ -31,6 +31,14 @@ def check_train_config(cfg: DictConfig) -> RunPlan:
         raise UserError(
             f"trainer.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{cfg.trainer.on_nonfinite}'"
         )
+    if not (isinstance(cfg.trainer.checkpoint_every, int) and cfg.trainer.checkpoint_every >= 0):
+        raise UserError(
+            f"trainer.checkpoint_every must be an integer >= 0, got {cfg.trainer.checkpoint_every!r}"
+        )
+    if not (isinstance(cfg.trainer.keep_checkpoints, int) and cfg.trainer.keep_checkpoints >= 1):
+        raise UserError(
+            f"trainer.keep_checkpoints must be an integer >= 1, got {cfg.trainer.keep_checkpoints!r}"
+        )
     optimizer_cfg, scheduler_cfg = cfg.optimizer.copy(), cfg.scheduler.copy()
     if is_auto(optimizer_cfg.get("lr")):
         optimizer_cfg.lr = _AUTO_PLACEHOLDER

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +14,34 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from optbench.data import Batch
-from optbench.schedules import build_schedule
+from optbench.errors import UserError
+from optbench.schedules import Schedule, build_schedule
 from optbench.tracking.console import ProgressBar, console, summary_table
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
 from optbench.tracking.run_info import run_info
 from optbench.tracking.training_log import EpochTotals, TrainingLog
+from optbench.train import checkpoint
 from optbench.train.evaluate import evaluate
-from optbench.train.plan import plan_run
-from optbench.train.setup import build_setup
+from optbench.train.interrupts import StopSignals
+from optbench.train.plan import RunPlan, plan_run
+from optbench.train.setup import TrainingSetup, build_setup
 from optbench.train.step import NonFiniteStep
 
 log = logging.getLogger("optbench")
 
+# Settings a resumed run may change: they do not alter what is computed.
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.device", "trainer.progress", "trainer.log_interval",
+                     "trainer.checkpoint_every", "trainer.keep_checkpoints", "paths", "dataset.root",
+                     "dataset.download", "dataset.search_dirs")  # fmt: skip
+
 
 @dataclass
 class TrainState:
-    """Where training stands; everything here goes into results.json."""
+    """Where training stands: checkpointed, and summarised in results.json."""
 
     epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch consumed (non-zero only mid-epoch)
     step: int = 0  # optimizer steps completed
     train_time_s: float = 0.0  # training only: evaluation is timed separately
     eval_time_s: float = 0.0
@@ -41,6 +50,7 @@ class TrainState:
     best_epoch: int | None = None
     nonfinite_skips: int = 0
     time_to_target: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    records: int = 0  # lines in metrics.jsonl
     last: dict[str, Any] = field(default_factory=dict)  # the last metrics.jsonl record
 
 
@@ -63,116 +73,117 @@ def synchronize(device: torch.device) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train as `cfg` says, write everything into `run_dir`, return the results."""
+    """Train as `cfg` says, write everything into `run_dir`, return the results.
+
+    With `trainer.resume` the run continues from a checkpoint, in the run directory that
+    holds it, and ends exactly as the uninterrupted run would have.
+    """
     wall_start = time.perf_counter()
     plan = plan_run(cfg)
     t = cfg.trainer
+    resume = _find_resume(t.resume, run_dir)
+    if resume is not None:
+        run_dir = resume[0].parent.parent
+        _check_resumable(cfg, resume[1], run_dir)
     setup = build_setup(cfg, plan)
     model, optimizer, step, device = setup.model, setup.optimizer, setup.step, plan.device
     schedule = build_schedule(
-        optimizer,
-        cfg.scheduler,
-        steps_per_epoch=plan.steps_per_epoch,
-        total_steps=plan.total_steps,
+        optimizer, cfg.scheduler, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
         base_lr=cfg.optimizer.lr,
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    atomic_write_json(run_dir / "run_info.json", run_info(device))
-    writer = SummaryWriter(str(run_dir))
+    )  # fmt: skip
+    state = TrainState(time_to_target={str(target): None for target in t.targets})
+    totals = EpochTotals.zeros(device)
+    if resume is not None:
+        _restore(resume[1], setup, schedule, state, totals)
+        _truncate_metrics(run_dir / "metrics.jsonl", state.records)
+        log.info(
+            "resuming %s from %s (epoch %d, step %d)",
+            run_dir,
+            resume[0].name,
+            state.epoch,
+            state.step,
+        )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_json(run_dir / "run_info.json", run_info(device))
+    writer = SummaryWriter(str(run_dir), purge_step=state.step if resume else None)
     group_names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
     training_log = TrainingLog(run_dir, writer, group_names, t.log_interval)
-    state = TrainState(time_to_target={str(target): None for target in t.targets})
+
+    def save() -> None:
+        payload = _checkpoint_payload(cfg, setup, schedule, state, totals, training_log)
+        checkpoint.save_checkpoint(run_dir, state.step, payload, keep=t.keep_checkpoints)
+
     status, diagnosis = "completed", None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log.info(
-        "training %s on %s with %s + %s: %d epochs x %d optimizer steps on %s",
+        "training %s on %s with %s + %s: %d epochs x %d optimizer steps on %s; writing to %s",
         cfg.model.name, cfg.dataset.name, cfg.optimizer.name, cfg.scheduler.name,
-        plan.epochs, plan.steps_per_epoch, device,
+        plan.epochs, plan.steps_per_epoch, device, run_dir,
     )  # fmt: skip
 
-    with ProgressBar(plan.total_steps, enabled=t.progress) as bar:
-        for epoch in range(plan.epochs):
+    with StopSignals() as stop, ProgressBar(plan.total_steps, enabled=t.progress) as bar:
+        for epoch in range(state.epoch, plan.epochs):
             model.train()
-            totals = EpochTotals.zeros(device)
             synchronize(device)
             epoch_start = time.perf_counter()
             for micro_batches in optimizer_steps(
-                setup.train_batches.epoch(epoch), plan.accumulation
+                setup.train_batches.epoch(epoch, state.batch), plan.accumulation
             ):
                 try:
                     result = step(micro_batches, state.step)
                 except NonFiniteStep as bad:
-                    lrs = ", ".join(f"{g['lr']:.3g}" for g in optimizer.param_groups)
-                    message = (
-                        f"non-finite value at step {state.step} (epoch {epoch}, lr {lrs}): {bad}"
-                    )
+                    message = f"non-finite value at step {state.step} (epoch {epoch + 1}, lr {_lrs(optimizer)}): {bad}"
                     if t.on_nonfinite == "skip":
+                        log.warning("%s; step skipped (trainer.on_nonfinite=skip)", message)
                         state.nonfinite_skips += 1
-                        log.warning("%s; skipped (trainer.on_nonfinite=skip)", message)
-                        optimizer.zero_grad(set_to_none=True)
-                        state.step += 1
-                        schedule.step()
+                        _advance(state, schedule, len(micro_batches))
                         continue
                     log.error("%s; stopping (trainer.on_nonfinite=stop)", message)
                     training_log.flush()
-                    status = "diverged"
-                    diagnosis = {
-                        "step": state.step,
-                        "epoch": epoch,
-                        "lr": [g["lr"] for g in optimizer.param_groups],
-                        "loss": bad.loss,
-                        "nonfinite_grads": bad.bad_params,
-                        "last_finite_loss": training_log.latest_loss,
-                    }
+                    status, diagnosis = (
+                        "diverged",
+                        _diagnosis(state, epoch, optimizer, bad, training_log),
+                    )
                     break
                 if training_log.step(state.step, result, optimizer):
-                    lr = optimizer.param_groups[0]["lr"]
+                    description = f"epoch {epoch + 1}/{plan.epochs}"
                     bar.update(
                         state.step + 1,
-                        f"epoch {epoch + 1}/{plan.epochs}",
+                        description,
                         loss=training_log.latest_loss,
-                        lr=lr,
+                        lr=optimizer.param_groups[0]["lr"],
                     )
                 totals.add(result)
-                state.step += 1
-                schedule.step()
+                _advance(state, schedule, len(micro_batches))
+                if stop.requested:
+                    status = "interrupted"
+                    break
             synchronize(device)
-            epoch_time = time.perf_counter() - epoch_start
-            state.train_time_s += epoch_time
-            state.images += totals.samples
+            totals.time_s += time.perf_counter() - epoch_start
+            if status != "completed":
+                state.train_time_s += totals.time_s
+                state.images += totals.samples
+                totals.time_s = 0.0  # already counted; the resumed epoch adds only its own time
+                training_log.flush()
+                save()  # the state before the bad step, or where the signal stopped us
+                break
+            record = _end_epoch(epoch, cfg, plan, setup, state, totals, schedule, training_log)
+            totals = EpochTotals.zeros(device)
+            if stop.requested:
+                status = "interrupted"
+            if status != "completed" or (
+                t.checkpoint_every and state.epoch % t.checkpoint_every == 0
+            ):
+                save()
+            # Logged once the checkpoint is on disk: a signal after this line stops the next epoch.
+            _log_epoch(record, plan.epochs)
             if status != "completed":
                 break
-
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
-            if (epoch + 1) % t.eval_interval == 0 or epoch + 1 == plan.epochs:
-                eval_start = time.perf_counter()
-                metrics = evaluate(step, setup.test_batches, setup.train_batches)
-                state.eval_time_s += time.perf_counter() - eval_start
-                record |= {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}
-            record |= {
-                "lr": {
-                    name: g["lr"]
-                    for name, g in zip(group_names, optimizer.param_groups, strict=True)
-                },
-                "epoch_time_s": epoch_time,
-                "images_per_s": totals.samples / epoch_time,
-                "train_time_s": state.train_time_s,
-            }
-            record = training_log.epoch(record, totals)
-            if "test_acc" in record:
-                schedule.evaluated(
-                    {k: record[k] for k in ("test_loss", "test_acc", "train_loss", "train_acc")}
-                )
-                _note_progress(state, record, epoch + 1)
-            state.epoch = epoch + 1
-            state.last = record
-            log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f  test loss %s acc %s  %.0f img/s",
-                epoch + 1, plan.epochs, record["train_loss"], record["train_acc"],
-                _fmt(record.get("test_loss")), _fmt(record.get("test_acc")), record["images_per_s"],
-            )  # fmt: skip
+        else:
+            save()
 
     results = _results(
         cfg, plan, state, status, diagnosis, training_log, device, time.perf_counter() - wall_start
@@ -183,7 +194,59 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     console.print(
         summary_table(f"run {status}", {"run_dir": str(run_dir), **_summary_rows(results)})
     )
+    if status == "interrupted":
+        log.warning("interrupted at step %d; continue with trainer.resume=%s", state.step, run_dir)
+        raise SystemExit(stop.exit_code)
     return results
+
+
+def _advance(state: TrainState, schedule: Schedule, batches: int) -> None:
+    state.step += 1
+    state.batch += batches
+    schedule.step()
+
+
+def _lrs(optimizer: torch.optim.Optimizer) -> str:
+    return ", ".join(f"{g['lr']:.3g}" for g in optimizer.param_groups)
+
+
+def _end_epoch(epoch, cfg, plan, setup, state, totals, schedule, training_log) -> dict[str, Any]:
+    """Evaluate if due, write the epoch's record, update best and time-to-target."""
+    t = cfg.trainer
+    state.train_time_s += totals.time_s
+    state.images += totals.samples
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
+    if (epoch + 1) % t.eval_interval == 0 or epoch + 1 == plan.epochs:
+        eval_start = time.perf_counter()
+        metrics = evaluate(setup.step, setup.test_batches, setup.train_batches)
+        state.eval_time_s += time.perf_counter() - eval_start
+        record |= {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}
+    groups = setup.optimizer.param_groups
+    record |= {
+        "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(groups)},
+        "epoch_time_s": totals.time_s,
+        "images_per_s": totals.samples / totals.time_s if totals.time_s else None,
+        "train_time_s": state.train_time_s,
+    }
+    if plan.device.type == "cuda":
+        record["peak_memory_mb"] = torch.cuda.max_memory_allocated(plan.device) / 2**20
+    record = training_log.epoch(record, totals)
+    if "test_acc" in record:
+        schedule.evaluated(
+            {k: record[k] for k in ("test_loss", "test_acc", "train_loss", "train_acc")}
+        )
+        _note_progress(state, record, epoch + 1)
+    state.epoch, state.batch, state.last = epoch + 1, 0, record
+    state.records += 1
+    return record
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %.4f  test loss %s acc %s  %.0f img/s",
+        record["epoch"], epochs, record["train_loss"], record["train_acc"],
+        _fmt(record.get("test_loss")), _fmt(record.get("test_acc")), record["images_per_s"] or 0,
+    )  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:
@@ -204,8 +267,93 @@ def _note_progress(state: TrainState, record: dict[str, Any], epoch: int) -> Non
             }
 
 
+def _diagnosis(
+    state, epoch, optimizer, bad: NonFiniteStep, training_log: TrainingLog
+) -> dict[str, Any]:
+    return {
+        "step": state.step,
+        "epoch": epoch + 1,
+        "lr": [g["lr"] for g in optimizer.param_groups],
+        "loss": bad.loss,
+        "nonfinite_grads": bad.bad_params,
+        "last_finite_loss": training_log.latest_loss,
+    }
+
+
+def _find_resume(setting: str | None, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint `trainer.resume` points at: null (none), auto, a run directory or a file."""
+    if setting is None:
+        return None
+    if setting == "auto":
+        return checkpoint.load_latest(run_dir) if checkpoint.list_checkpoints(run_dir) else None
+    path = Path(setting).expanduser()
+    if path.is_file():
+        return path, checkpoint.load_checkpoint(path)
+    if not path.is_dir():
+        raise UserError(f"trainer.resume={setting}: no such run directory or checkpoint file")
+    return checkpoint.load_latest(path)
+
+
+def _check_resumable(cfg: DictConfig, payload: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run must compute what the interrupted one did: same config, bar bookkeeping."""
+
+    def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in config.items():
+            name = f"{prefix}{key}"
+            if any(name == k or name.startswith(k + ".") for k in RESUMABLE_CHANGES):
+                continue
+            out |= flat(value, name + ".") if isinstance(value, dict) else {name: value}
+        return out
+
+    saved = flat(OmegaConf.to_container(OmegaConf.create(payload["config"]), resolve=True))
+    now = flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+        details = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
+        raise UserError(f"cannot resume {run_dir}: its config differs in {details}")
+
+
+def _checkpoint_payload(
+    cfg, setup: TrainingSetup, schedule, state, totals, training_log
+) -> dict[str, Any]:
+    return {
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": setup.step.scaler.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "state": asdict(state),
+        "totals": asdict(totals),
+        "log": {"scaler_skips": training_log.scaler_skips, "latest_loss": training_log.latest_loss},
+    }
+
+
+def _restore(
+    payload, setup: TrainingSetup, schedule, state: TrainState, totals: EpochTotals
+) -> None:
+    device = setup.plan.device
+    setup.model.load_state_dict(payload["model"])
+    setup.optimizer.load_state_dict(payload["optimizer"])
+    schedule.load_state_dict(payload["schedule"])
+    setup.step.scaler.load_state_dict(payload["scaler"])
+    checkpoint.set_rng_state(payload["rng"])
+    for key, value in payload["state"].items():
+        setattr(state, key, value)
+    for key, value in payload["totals"].items():
+        setattr(totals, key, value.to(device) if isinstance(value, torch.Tensor) else value)
+
+
+def _truncate_metrics(path: Path, records: int) -> None:
+    """Drop metrics.jsonl lines written after the checkpoint (they will be written again)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        atomic_write_text(path, "".join(lines[:records]))
+
+
 def _results(
-    cfg, plan, state, status, diagnosis, training_log, device, wall_time_s
+    cfg, plan: RunPlan, state: TrainState, status, diagnosis, training_log, device, wall_time_s
 ) -> dict[str, Any]:
     last = state.last
     return {
