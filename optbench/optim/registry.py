@@ -39,30 +39,37 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "sgd", "plain stochastic gradient descent", "torch.optim.SGD", "0",
             defaults={"momentum": 0.0}, fused_on_cuda=True,
+            reference="optbench.optim.reference.sgd.SGD",
         ),
         OptimizerInfo(
             "momentum", "SGD with heavy-ball momentum (Polyak 1964)", "torch.optim.SGD", "1 x params",
             fused_on_cuda=True,
+            reference="optbench.optim.reference.sgd.SGD",
         ),
         OptimizerInfo(
             "nesterov", "SGD with Nesterov momentum (Sutskever et al. 2013)", "torch.optim.SGD", "1 x params",
             defaults={"nesterov": True}, fused_on_cuda=True,
+            reference="optbench.optim.reference.sgd.SGD",
         ),
         OptimizerInfo(
             "adagrad", "per-coordinate LR from the sum of squared gradients (Duchi et al. 2011)",
             "torch.optim.Adagrad", "1 x params", momentum=None,
+            reference="optbench.optim.reference.adagrad.Adagrad",
         ),
         OptimizerInfo(
             "rmsprop", "gradient over a running RMS (Hinton 2012); optional momentum",
             "torch.optim.RMSprop", "1 x params (2 x with momentum)",
+            reference="optbench.optim.reference.rmsprop.RMSprop",
         ),
         OptimizerInfo(
             "adam", "Adam, weight decay as L2 in the gradient (Kingma & Ba 2015)", "torch.optim.Adam",
             _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+            reference="optbench.optim.reference.adam.Adam",
         ),
         OptimizerInfo(
             "adamw", "Adam with decoupled weight decay (Loshchilov & Hutter 2019)", "torch.optim.AdamW",
             _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+            reference="optbench.optim.reference.adam.AdamW",
         ),
         OptimizerInfo(
             "nadam", "Adam with Nesterov momentum (Dozat 2016)", "torch.optim.NAdam",
@@ -75,6 +82,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "lamb", "Adam update scaled per layer by a trust ratio (You et al. 2020)", _PO + "Lamb",
             _ADAM_STATE, momentum="betas",
+            reference="optbench.optim.reference.lamb.Lamb",
         ),
         OptimizerInfo(
             "lars", "momentum SGD scaled per layer by a trust ratio (You et al. 2017)", _PO + "LARS",
@@ -87,6 +95,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "lion", "sign of an interpolated momentum (Chen et al. 2023)", _PO + "Lion",
             "1 x params", momentum="betas",
+            reference="optbench.optim.reference.lion.Lion",
         ),
         OptimizerInfo(
             "adam8bit", "Adam with block-wise 8-bit states (Dettmers et al. 2022)", "bitsandbytes.optim.Adam8bit",
