@@ -29,8 +29,16 @@ def _train(args: list[str]) -> int:
     return run_hydra_command("train", "train", args, task, check_train_config)
 
 
+def _toy(args: list[str]) -> int:
+    from optbench.hydra_command import run_hydra_command
+    from optbench.toy.command import check_toy_config, run_toy
+
+    return run_hydra_command("toy", "toy", args, run_toy, check_toy_config)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model (Hydra overrides; -m for a sweep)", _train),
+    "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
 }
 
 
