@@ -29,6 +29,12 @@ def _train(args: list[str]) -> int:
     return run_hydra_command("train", "train", args, task, check_train_config)
 
 
+def _report(args: list[str]) -> int:
+    from optbench.report.command import run_report
+
+    return run_report(args)
+
+
 def _toy(args: list[str]) -> int:
     from optbench.hydra_command import run_hydra_command
     from optbench.toy.command import check_toy_config, run_toy
@@ -38,6 +44,7 @@ def _toy(args: list[str]) -> int:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model (Hydra overrides; -m for a sweep)", _train),
+    "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
 }
 

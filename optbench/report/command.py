@@ -1,0 +1,143 @@
+"""`optbench report DIR [DIR ...]`: the comparison on the terminal and as files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from rich.measure import Measurement
+from rich.table import Table
+
+from optbench.errors import UserError
+from optbench.report.comparison import Comparison, compare
+from optbench.report.document import (
+    PLOTS,
+    PROFILE_PLOT,
+    left_out,
+    report_markdown,
+    target_notes,
+    target_rule,
+    tensorboard_command,
+)
+from optbench.report.tables import groups_csv, rich_table, runs_csv
+from optbench.report.targets import DEFAULT_TARGET_FRACTION
+from optbench.tracking.console import console
+from optbench.tracking.files import atomic_write_text
+
+DESCRIPTION = """\
+Compare the runs under one or more run or sweep directories: one group per setting of the
+keys the runs differ in (the seed and paths aside), mean ± std over seeds, failed runs listed.
+Writes report.md, report.csv (one row per group), runs.csv (one row per run) and PNG figures;
+with two or more workloads (dataset + model), performance profiles of time to target too."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as a UserError: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
+def _accuracy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got '{text}'") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (a fraction, not %), got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="optbench report", description=DESCRIPTION)
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="run or sweep directories, searched recursively",
+    )
+    p.add_argument(
+        "--target",
+        type=_accuracy,
+        metavar="ACC",
+        help=f"test accuracy to time, for every workload (default: {DEFAULT_TARGET_FRACTION:g} x "
+        "the best test accuracy any completed run reached on that workload)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FOLDER",
+        help="folder for the report files (default: DIR/report for the first DIR)",
+    )
+    return p
+
+
+def print_table(table: Table) -> None:
+    """Print `table` without cutting a cell: a narrow terminal wraps headers, then the lines;
+    a file or a pipe, which has no width of its own, gets the table at its natural width."""
+    measure = Measurement.get(console, console.options.update_width(10_000), table)
+    width = console.width
+    console.width = max(width, measure.minimum if console.is_terminal else measure.maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def print_comparison(c: Comparison) -> None:
+    print_table(
+        rich_table(
+            c.summaries, c.shown, f"optbench report: {len(c.runs)} runs, {len(c.summaries)} groups"
+        )
+    )
+    # Paths hold brackets and commas: no markup, no highlighting, no hard line breaks.
+    plain = {"markup": False, "highlight": False, "soft_wrap": True}
+    console.print(
+        f"target test accuracy ({target_rule(c)}):", *target_notes(c), sep="\n  ", **plain
+    )
+    if missing := left_out(c.summaries):
+        lines = [f"{why}: {path}" for why, path in missing]
+        console.print("not in the means:", *lines, sep="\n  ", **plain)
+    if c.times is None:
+        console.print(
+            "performance profiles: skipped, they need at least 2 workloads "
+            f"(found {len(c.workloads)})",
+            **plain,
+        )
+    console.print(f"HParams view of every run: {tensorboard_command(c)}", **plain)
+
+
+def write_comparison(c: Comparison, out: Path) -> list[str]:
+    """Write the report files into `out`; returns their names."""
+    # matplotlib and TensorBoard load only once the runs are read: mistakes stay fast.
+    from optbench.report import plots
+
+    atomic_write_text(out / "report.csv", groups_csv(c.summaries, c.swept))
+    atomic_write_text(out / "runs.csv", runs_csv(c.summaries, c.swept))
+    plots.plot_epoch_curves(c.summaries, "test_acc", "test accuracy (%)", out / "test_acc.png", 100)
+    plots.plot_epoch_curves(c.summaries, "train_loss", "training loss", out / "train_loss.png")
+    plots.plot_lr(c.summaries, out / "lr.png")
+    plots.plot_final_acc(c.summaries, out / "final_acc.png")
+    written = ["report.md", "report.csv", "runs.csv", *PLOTS]
+    if c.times is not None:
+        plots.plot_profiles(c.times, c.summaries, out / PROFILE_PLOT)
+        written.append(PROFILE_PLOT)
+    atomic_write_text(out / "report.md", report_markdown(c))
+    return written
+
+
+def run_report(args: list[str]) -> int:
+    try:
+        opts = parser().parse_args(args)
+    except SystemExit as exit_:  # --help has been printed
+        return int(exit_.code or 0)
+    comparison = compare(opts.dirs, opts.target)
+    print_comparison(comparison)
+    out = opts.out or opts.dirs[0] / "report"
+    written = write_comparison(comparison, out)
+    console.print(
+        f"wrote {out}/: {', '.join(written)}", markup=False, highlight=False, soft_wrap=True
+    )
+    return 0

@@ -1,0 +1,37 @@
+"""The whole analysis, once: runs -> swept keys -> groups -> targets -> summaries -> profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from optbench.report.groups import group_runs, shown_keys, swept_keys
+from optbench.report.profiles import method_times
+from optbench.report.runs import Run, load_runs
+from optbench.report.summary import Summary, summarize
+from optbench.report.targets import workload_targets
+
+
+@dataclass(frozen=True)
+class Comparison:
+    roots: list[Path]
+    runs: list[Run]
+    swept: list[str]  # config keys the runs differ in (seed and bookkeeping aside)
+    shown: list[str]  # those of them worth a column
+    summaries: list[Summary]  # one per group
+    workloads: list[str]
+    times: dict[str, dict[str, float]] | None  # workload -> method -> time; None: one workload
+    explicit_target: bool  # --target given, rather than the default
+
+
+def compare(roots: list[Path], target: float | None) -> Comparison:
+    runs = load_runs(roots)
+    swept = swept_keys(runs)
+    shown = shown_keys(runs, swept)
+    groups = group_runs(runs, swept, shown)
+    targets = workload_targets(groups, target)
+    summaries = [summarize(g, targets[g.workload]) for g in groups]
+    times = method_times(summaries) if len(targets) >= 2 else None
+    return Comparison(
+        roots, runs, swept, shown, summaries, list(targets), times, target is not None
+    )

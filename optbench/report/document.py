@@ -1,0 +1,124 @@
+"""The words around the table: targets, the runs left out of the means, and report.md."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from optbench.report.comparison import Comparison
+from optbench.report.groups import short_key
+from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, Run
+from optbench.report.summary import Summary
+from optbench.report.tables import markdown_table
+from optbench.report.targets import DEFAULT_TARGET_FRACTION
+
+PLOTS = {
+    "test_acc.png": "Test accuracy per epoch",
+    "train_loss.png": "Training loss per epoch",
+    "lr.png": "Learning rate per step",
+    "final_acc.png": "Final test accuracy",
+}
+PROFILE_PLOT = "profile.png"
+
+
+def tensorboard_command(c: Comparison) -> str:
+    """TensorBoard over every run compared: its HParams tab is the sweep's parallel-coordinates view."""
+    return f"tensorboard --logdir {Path(os.path.commonpath(c.roots))}"
+
+
+def target_rule(c: Comparison) -> str:
+    if c.explicit_target:
+        return "--target"
+    return f"{DEFAULT_TARGET_FRACTION:g} x the best test accuracy any completed run reached on the workload"
+
+
+def target_notes(c: Comparison) -> list[str]:
+    """One line per workload: its target test accuracy."""
+    targets = {s.group.workload: s.target for s in c.summaries}
+    return [
+        f"{workload}: {'none, no run completed' if t is None else f'{100 * t:.2f}%'}"
+        for workload, t in targets.items()
+    ]
+
+
+def _why(run: Run) -> str:
+    if run.status == FAILED:
+        return "failed/unfinished (no results.json)"
+    if run.status == DIVERGED:
+        where = run.result("diagnosis") or {}
+        step, epoch = where.get("step"), where.get("epoch")
+        at = "" if step is None else f" at step {step}"
+        return f"diverged{at}" + ("" if epoch is None else f" (epoch {epoch + 1})")
+    if run.status == INTERRUPTED:
+        return f"interrupted after {run.result('epochs')} of {run.result('planned_epochs')} epochs"
+    return run.status
+
+
+def left_out(summaries: list[Summary]) -> list[tuple[str, Path]]:
+    """Every run the means leave out: (who and why, where); a diverged run is also a target miss."""
+    return [
+        (f"{s.group.method}, seed {run.seed}: {_why(run)}", run.path)
+        for s in summaries
+        for run in s.group.runs
+        if run.status != COMPLETED
+    ]
+
+
+def _times_table(times: dict[str, dict[str, float]]) -> str:
+    workloads = list(times)
+    methods = list(dict.fromkeys(m for per in times.values() for m in per))
+    lines = ["| method | " + " | ".join(workloads) + " |", "|:--|" + "--:|" * len(workloads)]
+    for m in methods:
+        cells = [times[w].get(m, math.inf) for w in workloads]
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{t:.2f}" if math.isfinite(t) else "miss" for t in cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(c: Comparison) -> str:
+    """report.md: the table, the targets, the runs left out, the figures (relative links)."""
+    completed = sum(len(s.group.completed) for s in c.summaries)
+    where = ", ".join(f"`{r}`" for r in c.roots)
+    swept = ", ".join(short_key(k) for k in c.shown) or "nothing (one group)"
+    parts = [
+        "# optbench report\n",
+        f"{len(c.runs)} runs under {where}, {completed} completed, in {len(c.summaries)} groups "
+        f"that differ in: {swept}.\n",
+        "Each row: mean ± sample std over the completed seeds of a group; failed, unfinished, "
+        "diverged and interrupted runs are counted in *runs ok* and *not in means*, never "
+        "averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
+        "target, at its cumulative training time (evaluation excluded), over the runs that "
+        "reached it; *reached target* counts completed and diverged runs, a diverged run being "
+        "a miss. Columns without a value in any row (peak memory on CPU) are left out; "
+        "report.csv has them all.\n",
+        f"Target test accuracy per workload ({target_rule(c)}):\n",
+        *(f"- {line}" for line in target_notes(c)),
+        "",
+        markdown_table(c.summaries, c.shown),
+    ]
+    if missing := left_out(c.summaries):
+        parts += [
+            "## Runs not in the means\n",
+            *(f"- {why}: `{path}`" for why, path in missing),
+            "",
+        ]
+    parts += ["## Figures\n", *(f"![{title}]({name})\n" for name, title in PLOTS.items())]
+    parts.append("## Performance profile\n")
+    if c.times is None:
+        parts.append(
+            f"Performance profiles compare methods across workloads; these runs have {len(c.workloads)}.\n"
+        )
+    else:
+        parts += [
+            "Median time to target over seeds (s), a miss counting as infinite:\n",
+            _times_table(c.times),
+            f"![Performance profiles]({PROFILE_PLOT})\n",
+        ]
+    parts.append(
+        f"Every run's curves, and an HParams view of the sweep: `{tensorboard_command(c)}`\n"
+    )
+    return "\n".join(parts)

@@ -1,0 +1,190 @@
+"""The report's figures: one panel per workload, one colour per method, seeds as bands."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from optbench.figures import new_figure, save_png
+from optbench.report.profiles import TAU_MAX, performance_profiles
+from optbench.report.runs import Run
+from optbench.report.summary import Summary
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def method_styles(summaries: list[Summary]) -> dict[str, dict]:
+    """The same colour (and, past ten methods, line style) for a method in every figure."""
+    methods = dict.fromkeys(s.group.method for s in summaries)
+    return {
+        m: {"color": f"C{i % 10}", "linestyle": LINESTYLES[i // 10 % len(LINESTYLES)]}
+        for i, m in enumerate(methods)
+    }
+
+
+def _panels(summaries: list[Summary], title: str):
+    """A figure with one axes per workload: (figure, {workload: axes})."""
+    workloads = list(dict.fromkeys(s.group.workload for s in summaries))
+    ncols = min(len(workloads), 3)
+    nrows = math.ceil(len(workloads) / ncols)
+    fig, axes = new_figure(
+        5.5 * ncols + 2.5,
+        4.0 * nrows,
+        nrows=nrows,
+        ncols=ncols,
+        squeeze=False,
+        layout="constrained",
+    )
+    flat = list(axes.ravel())
+    for ax in flat[len(workloads) :]:
+        ax.remove()
+    for ax, workload in zip(flat, workloads, strict=False):
+        ax.set_title(workload, fontsize="medium")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig, dict(zip(workloads, flat, strict=False))
+
+
+def _legend(fig, axes: dict) -> None:
+    handles = {}
+    for ax in axes.values():
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="outside lower center",
+            ncols=min(len(handles), 2),
+            fontsize="small",
+            frameon=False,
+        )
+
+
+def plot_epoch_curves(
+    summaries: list[Summary], key: str, ylabel: str, path: Path, scale: float = 1.0
+) -> None:
+    """`key` of metrics.jsonl per epoch: the mean over completed seeds, a band of ± one std."""
+    styles = method_styles(summaries)
+    fig, axes = _panels(summaries, f"{ylabel}: mean ± std over seeds (completed runs)")
+    for s in summaries:
+        per_epoch: dict[int, list[float]] = {}
+        for run in s.group.completed:
+            for record in run.metrics:
+                if record.get(key) is not None:
+                    per_epoch.setdefault(record["epoch"], []).append(record[key] * scale)
+        if not per_epoch:
+            continue
+        epochs = sorted(per_epoch)
+        mean = np.array([statistics.fmean(per_epoch[e]) for e in epochs])
+        std = np.array(
+            [statistics.stdev(v) if len(v) > 1 else 0.0 for v in map(per_epoch.get, epochs)]
+        )
+        ax = axes[s.group.workload]
+        style = styles[s.group.method]
+        ax.plot(
+            epochs, mean, marker="o" if len(epochs) <= 30 else None, label=s.group.method, **style
+        )
+        ax.fill_between(
+            epochs, mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0
+        )
+    for ax in axes.values():
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+    _legend(fig, axes)
+    save_png(fig, path)
+
+
+def _lr_curve(run: Run) -> tuple[str, list[int], list[float]] | None:
+    """The first parameter group's LR at every logged step, from the run's TensorBoard events."""
+    if not run.metrics or not run.metrics[0].get("lr"):
+        return None
+    group = next(iter(run.metrics[0]["lr"]))
+    events = EventAccumulator(str(run.path), size_guidance={"scalars": 0})
+    events.Reload()
+    if f"lr/{group}" not in events.Tags()["scalars"]:
+        return None
+    scalars = events.Scalars(f"lr/{group}")
+    return group, [e.step for e in scalars], [e.value for e in scalars]
+
+
+def plot_lr(summaries: list[Summary], path: Path) -> None:
+    """The LR schedule each group ran, from its first completed seed."""
+    styles = method_styles(summaries)
+    fig, axes = _panels(summaries, "learning rate per optimizer step (first seed)")
+    param_groups, peaks = set(), []
+    for s in summaries:
+        completed = s.group.completed
+        curve = _lr_curve(min(completed, key=lambda r: r.seed)) if completed else None
+        if curve is None:
+            continue
+        group, steps, lrs = curve
+        param_groups.add(group)
+        peaks.append(max(lrs))
+        axes[s.group.workload].plot(steps, lrs, label=s.group.method, **styles[s.group.method])
+    # Methods' LRs can differ by orders of magnitude (SGD 0.1, Adam 1e-3).
+    log = bool(peaks) and min(peaks) > 0 and max(peaks) / min(peaks) > 20
+    for ax in axes.values():
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"LR (param group {', '.join(sorted(param_groups))})")
+        if log:
+            ax.set_yscale("log", nonpositive="clip")  # an LR of 0 drops off the bottom
+    _legend(fig, axes)
+    save_png(fig, path)
+
+
+def plot_final_acc(summaries: list[Summary], path: Path) -> None:
+    """Final test accuracy per group: mean with ± one std error bars, and each seed as a dot."""
+    styles = method_styles(summaries)
+    fig, axes = _panels(summaries, "final test accuracy: mean ± std over seeds (completed runs)")
+    positions: dict[str, list[tuple[int, str]]] = {}
+    for s in summaries:
+        finals = [r.result("final_test_acc") for r in s.group.completed]
+        finals = [100 * a for a in finals if a is not None]
+        if not finals:
+            continue
+        ticks = positions.setdefault(s.group.workload, [])
+        x = len(ticks)
+        ticks.append((x, s.group.method.replace(", ", "\n")))
+        ax = axes[s.group.workload]
+        color = styles[s.group.method]["color"]
+        std = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        ax.bar(x, statistics.fmean(finals), yerr=std, capsize=5, color=color, alpha=0.7)
+        ax.scatter([x] * len(finals), finals, color="black", s=12, zorder=3)
+    for workload, ax in axes.items():
+        ticks = positions.get(workload, [])
+        ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks], fontsize="small")
+        ax.set_ylabel("final test accuracy (%)")
+        ax.grid(axis="x", visible=False)
+    save_png(fig, path)
+
+
+def plot_profiles(times: dict[str, dict[str, float]], summaries: list[Summary], path: Path) -> None:
+    """rho(tau) for tau in [1, TAU_MAX], one step line per method."""
+    styles = method_styles(summaries)
+    taus = np.linspace(1.0, TAU_MAX, 601)
+    fig, ax = new_figure()
+    for i, (method, fractions) in enumerate(performance_profiles(times, taus).items()):
+        # Equal profiles would hide each other: thinner lines on top.
+        ax.step(
+            taus,
+            fractions,
+            where="post",
+            label=method,
+            linewidth=3.0 - 0.3 * (i % 6),
+            **styles[method],
+        )
+    ax.set_xlim(1.0, TAU_MAX)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("τ (time to target within τ × the fastest method's)")
+    ax.set_ylabel(f"fraction of the {len(times)} workloads")
+    ax.set_title("performance profiles: time to target (a miss never counts)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    save_png(fig, path)

@@ -1,0 +1,248 @@
+"""`optbench report` on a real 2 x 2 sweep with 2 seeds, and its rules on hand-made runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from optbench.errors import UserError
+from optbench.report.groups import Group, group_runs, shown_keys, swept_keys
+from optbench.report.profiles import method_times, performance_profiles
+from optbench.report.runs import Run, load_runs
+from optbench.report.summary import summarize
+
+FAST = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "model=mlp",
+        "model.hidden=[64]", "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false"]  # fmt: skip
+FIGURES = ["test_acc.png", "train_loss.png", "lr.png", "final_acc.png"]
+
+
+def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["optbench", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def results_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """optimizer {sgd, adamw} x scheduler {cosine, constant} x seed {0, 1}: 8 real runs."""
+    root = tmp_path_factory.mktemp("outputs")
+    out = optbench(
+        "train", "-m", *FAST, "optimizer=sgd,adamw", "scheduler=cosine,constant",
+        "trainer.seed=0,1", f"paths.output_dir={root}", cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (sweep_dir,) = (root / "multirun").glob("*/*")
+    return sweep_dir
+
+
+def copy_of(sweep: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(sweep, dest, ignore=shutil.ignore_patterns("report")))
+
+
+def run_dir(sweep: Path, optimizer: str, scheduler: str, seed: int) -> Path:
+    (found,) = sweep.glob(f"*optimizer={optimizer},scheduler={scheduler},*trainer.seed={seed}")
+    return found
+
+
+def test_a_sweep_report_has_one_row_per_setting_with_the_seed_means(sweep):
+    out = optbench("report", str(sweep), cwd=sweep)
+    assert out.returncode == 0, out.stderr
+    assert "8 runs, 4 groups" in out.stdout
+    assert "performance profiles: skipped" in out.stdout and "tensorboard --logdir" in out.stdout
+
+    report = sweep / "report"
+    rows = read_csv(report / "report.csv")
+    assert len(rows) == 4
+    assert {(r["optimizer.name"], r["scheduler.name"]) for r in rows} == {
+        (o, s) for o in ("sgd", "adamw") for s in ("cosine", "constant")
+    }
+    assert "trainer.seed" not in rows[0] and not any(k.startswith("paths.") for k in rows[0])
+    for row in rows:
+        runs = [results_of(p) for p in sweep.glob("*/") if (p / "results.json").is_file()]
+        mine = [r for r in runs if (r["optimizer"], r["scheduler"]) == (row["optimizer.name"], row["scheduler.name"])]  # fmt: skip
+        assert sorted(r["seed"] for r in mine) == [0, 1] and row["completed"] == "2"
+        for key in ("final_test_acc", "best_test_acc", "wall_time_s", "images_per_s"):
+            values = [r[key] for r in mine]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values))
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values))
+        assert int(row["reached_target"]) <= int(row["target_attempts"]) == 2
+
+    assert len(read_csv(report / "runs.csv")) == 8
+    markdown = (report / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| optimizer"))
+    assert header.startswith("| optimizer | scheduler | runs ok | seeds | final test acc %")
+    assert sum(line.startswith(("| adamw", "| sgd")) for line in markdown.splitlines()) == 4
+    for figure in FIGURES:
+        assert (report / figure).read_bytes().startswith(b"\x89PNG")
+        assert f"]({figure})" in markdown
+    assert not (report / "profile.png").exists()
+
+
+def test_failed_and_diverged_runs_are_listed_not_averaged(sweep, tmp_path):
+    copy = copy_of(sweep, tmp_path / "sweep")
+    (run_dir(copy, "sgd", "cosine", 0) / "results.json").unlink()  # crashed mid-run
+    crashed = copy / "9_crashed_at_start"  # crashed before the trainer wrote anything
+    shutil.copytree(run_dir(copy, "sgd", "cosine", 1) / ".hydra", crashed / ".hydra")
+    diverged = run_dir(copy, "adamw", "constant", 1) / "results.json"
+    results = json.loads(diverged.read_text())
+    results |= {"status": "diverged", "diagnosis": {"step": 5, "epoch": 1}}
+    diverged.write_text(json.dumps(results))
+
+    out = optbench("report", str(copy), "--target", "0.01", "--out", str(tmp_path / "out"), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "failed/unfinished" in out.stdout and str(crashed) in out.stdout
+    assert "diverged at step 5 (epoch 2)" in out.stdout
+
+    rows = {(r["optimizer.name"], r["scheduler.name"]): r for r in read_csv(tmp_path / "out" / "report.csv")}  # fmt: skip
+    sgd_cosine = rows["sgd", "cosine"]
+    only = results_of(run_dir(copy, "sgd", "cosine", 1))
+    assert (sgd_cosine["runs"], sgd_cosine["completed"], sgd_cosine["failed_unfinished"]) == ("3", "1", "2")  # fmt: skip
+    assert float(sgd_cosine["final_test_acc_mean"]) == only["final_test_acc"]
+    assert sgd_cosine["final_test_acc_std"] == ""  # one seed: no spread to report
+    assert sgd_cosine["target_attempts"] == "1"  # failed runs neither reach nor miss
+    adamw = rows["adamw", "constant"]
+    kept = results_of(run_dir(copy, "adamw", "constant", 0))
+    assert float(adamw["final_test_acc_mean"]) == kept["final_test_acc"]
+    assert (adamw["diverged"], adamw["reached_target"], adamw["target_attempts"]) == ("1", "1", "2")
+
+    statuses = [r["status"] for r in read_csv(tmp_path / "out" / "runs.csv")]
+    assert sorted(statuses) == ["completed"] * 6 + ["diverged"] + ["failed/unfinished"] * 2
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Runs not in the means" in markdown and f"`{crashed}`" in markdown
+
+
+def test_two_workloads_get_a_performance_profile(sweep, tmp_path):
+    other = copy_of(sweep, tmp_path / "wide")
+    for config in other.glob("*/config.yaml"):
+        cfg = yaml.safe_load(config.read_text())
+        cfg["model"]["name"] = "mlp_copy"
+        config.write_text(yaml.safe_dump(cfg))
+    out = optbench("report", str(sweep), str(other), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "16 runs, 8 groups" in out.stdout
+    assert (tmp_path / "out" / "profile.png").read_bytes().startswith(b"\x89PNG")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "](profile.png)" in markdown and "| synthetic/mlp | synthetic/mlp_copy |" in markdown
+
+
+def test_performance_profiles_count_workloads_within_tau_of_the_best():
+    times = {
+        "w1": {"a": 10.0, "b": 20.0, "c": math.inf, "d": 40.0},
+        "w2": {"a": 30.0, "b": 15.0, "c": 45.0},  # d never ran here: a miss
+        "w3": {"a": math.inf, "b": math.inf, "c": 5.0},
+        "w4": {"a": math.inf, "b": math.inf, "c": math.inf},  # nobody reached: counts for none
+    }
+    taus = [1.0, 1.99, 2.0, 3.0, 3.99, 4.0]
+    profiles = performance_profiles(times, taus)
+    assert list(profiles) == ["a", "b", "c", "d"]
+    assert profiles["a"] == [0.25, 0.25, 0.5, 0.5, 0.5, 0.5]
+    assert profiles["b"] == [0.25, 0.25, 0.5, 0.5, 0.5, 0.5]
+    assert profiles["c"] == [0.25, 0.25, 0.25, 0.5, 0.5, 0.5]
+    assert profiles["d"] == [0.0, 0.0, 0.0, 0.0, 0.0, 0.25]
+
+
+def fake_run(
+    name: str,
+    seed: int,
+    accs: list[float] | None,
+    status: str = "completed",
+    sweep: str = "s",
+    **config,
+) -> Run:
+    """A run of method `name` whose test accuracy was `accs[i]` after epoch i + 1 (1 s each)."""
+    metrics = [
+        {"epoch": i + 1, "test_acc": acc, "train_time_s": float(i + 1)}
+        for i, acc in enumerate(accs or [])
+    ]
+    flat = {"dataset.name": "synthetic", "model.name": "mlp", "optimizer.name": name}
+    flat |= {"trainer.seed": seed, "paths.output_dir": f"out{seed}"} | config
+    results = None if accs is None else {"status": status, "final_test_acc": accs[-1]}
+    return Run(Path(sweep, name, str(seed)), Path(sweep), flat, True, results, metrics)
+
+
+def test_time_to_target_is_the_median_over_seeds_with_misses_as_infinite():
+    runs = [
+        fake_run("fast", 0, [0.5, 0.9]),
+        fake_run("fast", 1, [0.9]),
+        fake_run("fast", 2, [0.5, 0.6]),  # one miss of three: the median still reaches
+        fake_run("fast", 3, None),  # crashed: not an attempt
+        fake_run("half", 0, [0.5, 0.5, 0.9]),
+        fake_run("half", 1, [0.9], status="diverged"),  # diverged: a miss
+    ]
+    swept = swept_keys(runs)
+    groups = group_runs(runs, swept, shown_keys(runs, swept))
+    summaries = [summarize(g, 0.8) for g in groups]
+    assert method_times(summaries) == {"synthetic/mlp": {"optimizer=fast": 2.0, "optimizer=half": math.inf}}  # fmt: skip
+    fast, half = summaries
+    assert (fast.reached, fast.attempts, half.reached, half.attempts) == (2, 3, 1, 2)
+    assert fast.stats["final_test_acc"].n == 3 and fast.stats["time_to_target_s"].mean == 1.5
+    assert half.stats["final_test_acc"].mean == 0.9  # the diverged seed is not averaged in
+
+
+def test_groups_ignore_seeds_and_bookkeeping_and_hide_implied_keys():
+    runs = [
+        fake_run("sgd", 0, [0.5], **{"optimizer.lr": 0.1, "trainer.device": "cpu"}),
+        fake_run("sgd", 1, [0.6], **{"optimizer.lr": 0.1, "trainer.device": "cuda"}),
+        fake_run("adamw", 0, [0.7], **{"optimizer.lr": 0.001, "trainer.device": "cpu"}),
+    ]
+    swept = swept_keys(runs)
+    assert swept == ["optimizer.name", "optimizer.lr"]
+    assert shown_keys(runs, swept) == ["optimizer.name"]  # the lr follows from optimizer=...
+    groups: list[Group] = group_runs(runs, swept, shown_keys(runs, swept))
+    assert [(g.method, len(g.runs)) for g in groups] == [("optimizer=adamw", 1), ("optimizer=sgd", 2)]  # fmt: skip
+    runs.append(fake_run("sgd", 0, [0.8], **{"optimizer.lr": 0.01}))
+    assert shown_keys(runs, swept_keys(runs)) == ["optimizer.name", "optimizer.lr"]
+
+
+def test_a_key_some_runs_lack_differs_within_a_sweep_not_across_sweeps():
+    old = [fake_run("sgd", seed, [0.5], sweep="old") for seed in (0, 1)]
+    new = [
+        fake_run("sgd", seed, [0.5], sweep="new", **{"trainer.new_option": 1}) for seed in (0, 1)
+    ]
+    assert swept_keys(old + new) == []  # the config gained a key between the sweeps
+    plus = fake_run("sgd", 2, [0.5], sweep="new", **{"param_groups.lr_multipliers.head": 10.0})
+    assert swept_keys([*old, *new, plus]) == [
+        "trainer.new_option",
+        "param_groups.lr_multipliers.head",
+    ]
+
+
+def test_a_resume_job_is_not_a_run(tmp_path):
+    (tmp_path / "resume_job" / ".hydra").mkdir(parents=True)
+    (tmp_path / "resume_job" / ".hydra" / "config.yaml").write_text("trainer:\n  resume: /runs/a\n")
+    with pytest.raises(UserError, match="no runs found"):
+        load_runs([tmp_path])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing_dir"], "missing_dir does not exist"),
+        (["empty"], "no runs found under empty"),
+        (["empty", "--target", "1.5"], "--target: must be in (0, 1]"),
+        (["empty", "--target", "0"], "--target: must be in (0, 1]"),
+        (["empty", "--target", "high"], "--target: must be a number"),
+        ([], "the following arguments are required: DIR"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_exit_2(tmp_path, args, message):
+    (tmp_path / "empty" / "nothing_here").mkdir(parents=True)
+    out = optbench("report", *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "empty" / "report").exists()
