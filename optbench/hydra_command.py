@@ -35,6 +35,10 @@ Check = Callable[[DictConfig], None]
 Task = Callable[[DictConfig, Path], Any]
 
 
+def _compose_only(cfg: DictConfig) -> None:
+    """A check that accepts every config that composes."""
+
+
 def one_line(err: BaseException) -> str:
     """The first line of a Hydra/OmegaConf error and of its cause, as one line."""
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
@@ -106,7 +110,8 @@ def run_hydra_command(
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
     if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
-        preflight(config_name, flags.overrides, flags.multirun, check)
+        # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too.
+        preflight(config_name, flags.overrides, flags.multirun, _compose_only if flags.cfg else check)
 
     def hydra_task(cfg: DictConfig) -> Any:
         logging.getLogger("optbench").setLevel(logging.INFO)
