@@ -17,11 +17,19 @@ class Command:
 
 
 def _train(args: list[str]) -> int:
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from optbench.hydra_command import run_hydra_command
+    from optbench.train.plan import device_for_job
     from optbench.train.preflight import check_train_config
     from optbench.train.trainer import train
 
     def task(cfg, run_dir: Path) -> float:
+        hydra = HydraConfig.get()
+        job_num = hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
+        cfg.trainer.device = device_for_job(cfg.trainer.device, job_num, torch.cuda.device_count())
         results = train(cfg, run_dir)
         # The objective a hyperparameter sweeper maximises: a diverged run is the worst, not a crash.
         return results["best_test_acc"] or 0.0

@@ -111,7 +111,9 @@ def run_hydra_command(
         return int(exit_.code or 0)
     if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
         # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too.
-        preflight(config_name, flags.overrides, flags.multirun, _compose_only if flags.cfg else check)
+        preflight(
+            config_name, flags.overrides, flags.multirun, _compose_only if flags.cfg else check
+        )
 
     def hydra_task(cfg: DictConfig) -> Any:
         logging.getLogger("optbench").setLevel(logging.INFO)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from helpers import read_jsonl, scalars
 
+from optbench.train.plan import device_for_job
 from optbench.train.trainer import optimizer_steps, train
 
 RESULT_FIELDS = {
@@ -48,7 +49,11 @@ def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
     assert {"git", "torch", "device", "command"} <= info.keys()
 
     assert len(scalars(tmp_path, "train/loss_step")) == 24
-    assert [s for s, _ in scalars(tmp_path, "test/acc")] == [8, 16, 24]  # on the optimizer-step axis
+    assert [s for s, _ in scalars(tmp_path, "test/acc")] == [
+        8,
+        16,
+        24,
+    ]  # on the optimizer-step axis
 
 
 def test_evaluation_interval_still_evaluates_the_last_epoch(fast_cfg, tmp_path):
@@ -90,3 +95,17 @@ def test_onecycle_ends_at_its_final_lr_on_the_last_optimizer_step(fast_cfg, tmp_
     assert lrs[0][1] == pytest.approx(0.2 / 25)
     assert lrs[-1][1] == pytest.approx(0.2 / 25 / 1e4)
     assert max(v for _, v in lrs) <= 0.2 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("setting", "job", "gpus", "device"),
+    [
+        ("auto", 5, 4, "cuda:1"),
+        ("auto", 0, 2, "cuda:0"),
+        ("auto", 3, 1, "auto"),
+        ("auto", None, 4, "auto"),
+        ("cpu", 3, 4, "cpu"),
+    ],
+)
+def test_sweep_jobs_spread_over_gpus(setting, job, gpus, device):
+    assert device_for_job(setting, job, gpus) == device

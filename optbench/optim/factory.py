@@ -48,7 +48,9 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
             fail(key, "a number")
     eps = hparams.get("eps", 1.0)
     # Adafactor's eps is a pair, either part of which may be left to its default.
-    if not all(e is None or (_is_number(e) and e > 0) for e in (eps if isinstance(eps, tuple) else (eps,))):
+    if not all(
+        e is None or (_is_number(e) and e > 0) for e in (eps if isinstance(eps, tuple) else (eps,))
+    ):
         fail("eps", "positive")
     if hparams.get("weight_decay", 0) < 0:
         fail("weight_decay", "non-negative")
@@ -91,7 +93,11 @@ def resolve_optimizer_config(cfg: DictConfig) -> DictConfig:
     if cfg.base == "lookahead":
         raise UserError("optimizer.base of lookahead must be another optimizer, not lookahead")
     base = optimizer_config(cfg.base)
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in LOOKAHEAD_KEYS and v is not None}
+    overrides = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg).items()
+        if k not in LOOKAHEAD_KEYS and v is not None
+    }
     merged = OmegaConf.merge(base, overrides)
     return OmegaConf.merge(merged, {k: cfg[k] for k in LOOKAHEAD_KEYS if k in cfg})
 

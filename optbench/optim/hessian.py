@@ -21,7 +21,9 @@ class HutchinsonHessian:
         """Whether the optimizer's next step (after `steps_taken`) wants a fresh estimate."""
         return steps_taken % self.interval == 0
 
-    def estimate(self, params: list[torch.Tensor], grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    def estimate(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
         """diag(H) per parameter from `grads`, which must still carry their graph (create_graph)."""
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         diagonal = [torch.zeros_like(p) for p in params]

@@ -15,7 +15,9 @@ from optbench.errors import UserError
 from optbench.optim.registry import load_object, optimizer_info
 
 
-def build_lookahead(groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_lookahead(
+    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
     from optbench.optim.factory import optimizer_from_groups
 
     if not (isinstance(cfg.k, int) and cfg.k >= 1):
@@ -24,7 +26,9 @@ def build_lookahead(groups: list[dict[str, Any]], cfg: DictConfig, device: torch
         raise UserError(f"optimizer=lookahead: alpha must be in (0, 1], got {cfg.alpha!r}")
     base_info = optimizer_info(cfg.base)
     if base_info.hessian or base_info.schedule_free or base_info.builder is not None:
-        raise UserError(f"optimizer=lookahead cannot wrap {cfg.base}: it needs the trainer's special handling")
+        raise UserError(
+            f"optimizer=lookahead cannot wrap {cfg.base}: it needs the trainer's special handling"
+        )
     base_cfg = OmegaConf.create({k: v for k, v in cfg.items() if k not in ("base", "k", "alpha")})
     base_cfg.name = cfg.base
     base = optimizer_from_groups(groups, base_cfg, device)

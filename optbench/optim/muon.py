@@ -26,9 +26,13 @@ def uses_muon(param_name: str, param: torch.Tensor, first: str, last: str) -> bo
     return param.ndim >= 2 and stage not in (first, last)
 
 
-def build_muon(groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_muon(
+    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
     if not all(isinstance(g, dict) and "param_names" in g for g in groups):
-        raise UserError("optimizer=muon needs named parameter groups (train a model, not loose tensors)")
+        raise UserError(
+            "optimizer=muon needs named parameter groups (train a model, not loose tensors)"
+        )
     stages = list(dict.fromkeys(name.split(".")[0] for g in groups for name in g["param_names"]))
     first, last = stages[0], stages[-1]
     base_lr = cfg.lr

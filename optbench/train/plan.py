@@ -39,6 +39,14 @@ class RunPlan:
         return self.epochs * self.steps_per_epoch
 
 
+def device_for_job(setting: str, job_num: int | None, gpu_count: int) -> str:
+    """The device a sweep job gets: with `auto` and several GPUs, job N uses GPU N mod count,
+    so parallel jobs (hydra/launcher=joblib) spread over the machine's GPUs."""
+    if setting != "auto" or job_num is None or gpu_count < 2:
+        return setting
+    return f"cuda:{job_num % gpu_count}"
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is the first CUDA device if there is one, else the CPU."""
     if name == "auto":
