@@ -37,6 +37,19 @@ def _train(args: list[str]) -> int:
     return run_hydra_command("train", "train", args, task, check_train_config)
 
 
+def _lr_find(args: list[str]) -> int:
+    from optbench.hydra_command import run_hydra_command
+    from optbench.lr_finder.command import check_lr_find_config, run_lr_find
+
+    return run_hydra_command("lr-find", "lr_find", args, run_lr_find, check_lr_find_config)
+
+
+def _lr_compare(args: list[str]) -> int:
+    from optbench.lr_finder.compare import run_lr_compare
+
+    return run_lr_compare(args)
+
+
 def _report(args: list[str]) -> int:
     from optbench.report.command import run_report
 
@@ -52,6 +65,10 @@ def _toy(args: list[str]) -> int:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model (Hydra overrides; -m for a sweep)", _train),
+    "lr-find": Command(
+        "LR range test on the training setup; suggestions, plot, CSV, JSON", _lr_find
+    ),
+    "lr-compare": Command("overlay several LR range tests (e.g. an lr-find -m sweep)", _lr_compare),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
 }

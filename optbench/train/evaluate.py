@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optbench.data import DeviceBatches
+from optbench.data import Batch, DeviceBatches
 from optbench.train.step import TrainStep
 
 # Training batches used to re-estimate batch-norm statistics at Schedule-Free's eval weights.
@@ -30,20 +30,28 @@ def evaluate(
 
 
 def _evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
+    return evaluate_batches(step, batches.epoch(0))
+
+
+@torch.no_grad()
+def evaluate_batches(step: TrainStep, batches: Iterable[Batch]) -> dict[str, float]:
+    """Mean loss and accuracy over `batches` in eval mode (one host-device sync)."""
     model: nn.Module = step.model
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for images, labels in batches.epoch(0):
+    samples = 0
+    for images, labels in batches:
         with step.autocast():
             logits = model(images)
         # Plain cross-entropy: label smoothing is a training device, not part of the metric.
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
+        samples += len(labels)
     model.train(was_training)
     loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return {"loss": loss / batches.num_samples, "acc": hits / batches.num_samples}
+    return {"loss": loss / samples, "acc": hits / samples}
 
 
 @contextmanager

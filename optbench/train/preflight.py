@@ -10,6 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.errors import UserError
+from optbench.lr_finder.finder import check_counts, check_rule, lr_finder_needed
+from optbench.lr_finder.range_test import RangeTestSettings
 from optbench.models import build_model
 from optbench.optim import build_optimizer
 from optbench.schedules import build_schedule
@@ -39,6 +41,10 @@ def check_train_config(cfg: DictConfig) -> RunPlan:
         raise UserError(
             f"trainer.keep_checkpoints must be an integer >= 1, got {cfg.trainer.keep_checkpoints!r}"
         )
+    if lr_finder_needed(cfg):
+        RangeTestSettings.from_config(cfg.lr_find)
+        check_rule(cfg.lr_find)
+        check_counts(cfg.lr_find)
     optimizer_cfg, scheduler_cfg = cfg.optimizer.copy(), cfg.scheduler.copy()
     if is_auto(optimizer_cfg.get("lr")):
         optimizer_cfg.lr = _AUTO_PLACEHOLDER

@@ -15,6 +15,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from optbench.data import Batch
 from optbench.errors import UserError
+from optbench.lr_finder.finder import find_lr, lr_finder_needed, scale_group_lrs, with_found_lr
+from optbench.lr_finder.outputs import write_outputs
 from optbench.schedules import Schedule, build_schedule
 from optbench.tracking.console import ProgressBar, console, summary_table
 from optbench.tracking.files import atomic_write_json, atomic_write_text
@@ -29,6 +31,9 @@ from optbench.train.setup import TrainingSetup, build_setup
 from optbench.train.step import NonFiniteStep
 
 log = logging.getLogger("optbench")
+
+# The optimizer is built with this LR when it is `auto`; the range test then sets it.
+LR_FINDER_BUILD_LR = 1.0
 
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = ("trainer.resume", "trainer.device", "trainer.progress", "trainer.log_interval",
@@ -50,6 +55,7 @@ class TrainState:
     best_epoch: int | None = None
     nonfinite_skips: int = 0
     time_to_target: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    lr_finder: dict[str, Any] | None = None  # the LR the range test found for `auto`, and how
     records: int = 0  # lines in metrics.jsonl
     last: dict[str, Any] = field(default_factory=dict)  # the last metrics.jsonl record
 
@@ -84,14 +90,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     resume = _find_resume(t.resume, run_dir)
     if resume is not None:
         run_dir = resume[0].parent.parent
+        cfg = _found_lrs_from(resume[1], cfg)
         _check_resumable(cfg, resume[1], run_dir)
-    setup = build_setup(cfg, plan)
+    finding = lr_finder_needed(cfg)
+    setup = build_setup(cfg, plan, lr=LR_FINDER_BUILD_LR if cfg.optimizer.lr == "auto" else None)
+    lr_finder = None
+    if finding:
+        cfg, lr_finder = _run_lr_finder(cfg, setup, run_dir)
     model, optimizer, step, device = setup.model, setup.optimizer, setup.step, plan.device
     schedule = build_schedule(
         optimizer, cfg.scheduler, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
         base_lr=cfg.optimizer.lr,
     )  # fmt: skip
-    state = TrainState(time_to_target={str(target): None for target in t.targets})
+    state = TrainState(
+        time_to_target={str(target): None for target in t.targets}, lr_finder=lr_finder
+    )
     totals = EpochTotals.zeros(device)
     if resume is not None:
         _restore(resume[1], setup, schedule, state, totals)
@@ -198,6 +211,52 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.warning("interrupted at step %d; continue with trainer.resume=%s", state.step, run_dir)
         raise SystemExit(stop.exit_code)
     return results
+
+
+def _run_lr_finder(
+    cfg: DictConfig, setup: TrainingSetup, run_dir: Path
+) -> tuple[DictConfig, dict[str, Any]]:
+    """Run the range test for `auto` LRs; return the config with the found LR, and a record.
+
+    The test restores the model, optimizer, scaler and RNG afterwards, so training starts
+    exactly as it would have with the found LR written in the config.
+    """
+    auto_lr = cfg.optimizer.lr == "auto"
+    reference_lr = LR_FINDER_BUILD_LR if auto_lr else cfg.optimizer.lr  # what the optimizer was built with
+    result = find_lr(setup, cfg.lr_find, reference_lr=reference_lr)
+    out_dir = run_dir / "lr_find"
+    record = write_outputs(
+        result, out_dir, f"{cfg.optimizer.name} on {cfg.model.name}/{cfg.dataset.name}"
+    )
+    lr = result.chosen.lr
+    if lr is None:
+        raise UserError(
+            f"the LR range test for auto gave no '{result.rule}' suggestion: {result.chosen.reason} "
+            f"(see {out_dir / 'lr_find.png'}); set the LR explicitly"
+        )
+    cfg, replaced = with_found_lr(cfg, lr)
+    if "optimizer.lr" in replaced:
+        scale_group_lrs(setup.optimizer, lr / LR_FINDER_BUILD_LR)
+    log.info(
+        "lr-find: %s = %.3g (rule %s); curve in %s",
+        " and ".join(replaced),
+        lr,
+        result.rule,
+        out_dir,
+    )
+    return cfg, {"lr": lr, "rule": result.rule, "applied_to": replaced} | {
+        k: record[k] for k in ("suggestions", "stop_reason", "diverged_at_lr")
+    }
+
+
+def _found_lrs_from(payload: dict[str, Any], cfg: DictConfig) -> DictConfig:
+    """On resume, `auto` LRs are the values the first run found, not a new range test."""
+    saved = OmegaConf.create(payload["config"])
+    cfg = cfg.copy()
+    for section, key in (("optimizer", "lr"), ("scheduler", "max_lr")):
+        if cfg[section].get(key) == "auto":
+            cfg[section][key] = saved[section].get(key)
+    return cfg
 
 
 def _advance(state: TrainState, schedule: Schedule, batches: int) -> None:
@@ -382,6 +441,7 @@ def _results(
         "scaler_skipped_steps": training_log.scaler_skips,
         "nonfinite_skipped_steps": state.nonfinite_skips,
         "diagnosis": diagnosis,
+        "lr_finder": state.lr_finder,
         "planned_epochs": plan.epochs,
         "planned_steps": plan.total_steps,
     }

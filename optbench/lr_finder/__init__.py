@@ -1,0 +1,1 @@
+"""The LR range test: the loop, its suggestion rules, and its use inside training."""

@@ -1,0 +1,39 @@
+"""`optbench lr-find`: check the config, run the range test, write and show its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from optbench.lr_finder.finder import check_counts, check_rule, find_lr
+from optbench.lr_finder.outputs import suggestions_table, write_outputs
+from optbench.lr_finder.range_test import RangeTestSettings
+from optbench.tracking.console import console
+from optbench.train.plan import plan_run
+from optbench.train.preflight import check_train_config
+from optbench.train.setup import build_setup
+
+# Any LR will do for building the optimizer: the test's ladder sets it at every point.
+BUILD_LR = 1.0
+
+
+def check_lr_find_config(cfg: DictConfig) -> None:
+    check_train_config(cfg)
+    RangeTestSettings.from_config(cfg.lr_find)
+    check_rule(cfg.lr_find)
+    check_counts(cfg.lr_find)
+
+
+def label(cfg: DictConfig) -> str:
+    return f"{cfg.optimizer.name} on {cfg.model.name}/{cfg.dataset.name}"
+
+
+def run_lr_find(cfg: DictConfig, run_dir: Path) -> float | None:
+    plan = plan_run(cfg)
+    setup = build_setup(cfg, plan, lr=BUILD_LR)
+    result = find_lr(setup, cfg.lr_find, reference_lr=BUILD_LR)
+    write_outputs(result, run_dir, label(cfg))
+    console.print(suggestions_table(result, f"LR range test: {label(cfg)}"))
+    console.print(f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json")
+    return result.chosen.lr

@@ -1,0 +1,162 @@
+"""The LR range test on a real training setup: the same data, model, optimizer and step
+(autocast, accumulation, clipping) as `optbench train`, and everything put back after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from optbench.data import Batch, DeviceBatches
+from optbench.errors import UserError
+from optbench.lr_finder.curve import smooth
+from optbench.lr_finder.range_test import Curve, RangeTestSettings, run_range_test
+from optbench.lr_finder.snapshot import TrainingSnapshot
+from optbench.lr_finder.suggestions import RULES, Suggestion, suggest
+from optbench.train.evaluate import evaluate_batches
+from optbench.train.setup import TrainingSetup
+
+# Epoch numbers for the test's batches: far from any training epoch, one block per seed.
+FIRST_EPOCH = 1_000_000
+EPOCHS_PER_SEED = 1_000
+
+
+@dataclass
+class FinderResult:
+    settings: RangeTestSettings
+    rule: str
+    curve: Curve  # the test's curve, or the median curve over seeds
+    suggestions: dict[str, Suggestion]
+    seed_curves: list[Curve] = field(default_factory=list)
+    band: tuple[list[float], list[float]] | None = None  # lowest and highest loss over seeds
+
+    @property
+    def chosen(self) -> Suggestion:
+        return self.suggestions[self.rule]
+
+
+def check_rule(cfg: DictConfig) -> str:
+    if cfg.rule not in RULES:
+        raise UserError(f"lr_find.rule must be one of {', '.join(RULES)}, got '{cfg.rule}'")
+    return cfg.rule
+
+
+def check_counts(cfg: DictConfig) -> None:
+    for key in ("seeds", "validation_batches"):
+        value = cfg[key]
+        minimum = 1 if key == "seeds" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise UserError(f"lr_find.{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _endless(batches: DeviceBatches, first_epoch: int) -> Iterator[Batch]:
+    epoch = first_epoch
+    while True:
+        yield from batches.epoch(epoch)
+        epoch += 1
+
+
+def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> FinderResult:
+    """Run the range test on `setup` as `cfg` (the `lr_find:` block) says, then restore it.
+
+    The ladder's LR is the optimizer's base LR (`reference_lr`): every parameter group's LR
+    moves in proportion, keeping LR multipliers and layer decay.
+    """
+    settings = RangeTestSettings.from_config(cfg)
+    rule = check_rule(cfg)
+    check_counts(cfg)
+    optimizer, step, model = setup.optimizer, setup.step, setup.model
+    ratios = [group["lr"] / reference_lr for group in optimizer.param_groups]
+
+    def set_lr(lr: float) -> None:
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+
+    measure = None
+    if cfg.validation_batches:
+        held_out = [
+            batch
+            for _, batch in zip(
+                range(cfg.validation_batches), setup.test_batches.epoch(0), strict=False
+            )
+        ]
+        measure = lambda: evaluate_batches(step, held_out)["loss"]  # noqa: E731
+
+    snapshot = TrainingSnapshot.take(model, optimizer, step.scaler)
+    curves = []
+    try:
+        for seed in range(cfg.seeds):
+            snapshot.restore(model, optimizer, step.scaler)
+            model.train()
+            batches = _endless(setup.train_batches, FIRST_EPOCH + EPOCHS_PER_SEED * seed)
+            counter = iter(range(10**9))
+
+            def take_step(batches=batches, counter=counter) -> float:
+                group = [next(batches) for _ in range(setup.plan.accumulation)]
+                return step(group, next(counter)).loss.item()
+
+            curves.append(run_range_test(take_step, set_lr, settings, measure))
+    finally:
+        snapshot.restore(model, optimizer, step.scaler)
+    if len(curves) == 1:
+        return FinderResult(
+            settings, rule, curves[0], suggest(curves[0], settings.smoothing), curves
+        )
+    curve, band = median_curve(curves, settings.smoothing)
+    return FinderResult(settings, rule, curve, suggest(curve, settings.smoothing), curves, band)
+
+
+def median_curve(
+    curves: list[Curve], smoothing: float
+) -> tuple[Curve, tuple[list[float], list[float]]]:
+    """The point-wise median of several tests' losses, where at least half of them got to,
+    with the lowest and highest loss at each point as a band."""
+    length = max(len(c.losses) for c in curves)
+    points = [
+        i
+        for i in range(length)
+        if sum(i < len(c.losses) and math.isfinite(c.losses[i]) for c in curves) * 2 >= len(curves)
+    ]
+    n = len(points)
+    values = [
+        [c.losses[i] for c in curves if i < len(c.losses) and math.isfinite(c.losses[i])]
+        for i in range(n)
+    ]
+    median = [float(np.median(v)) for v in values]
+    onsets = [c.diverged_at for c in curves if c.diverged_at is not None]
+    diverged = len(onsets) * 2 >= len(curves)
+    curve = Curve(
+        lrs=max(curves, key=lambda c: len(c.lrs)).lrs[:n],  # every seed walks the same ladder
+        losses=median,
+        smoothed=list(smooth(np.array(median), smoothing)) if n else [],
+        stop_reason=f"median of {len(curves)} seeds; {sum(c.diverged_at is not None for c in curves)} diverged",
+        diverged_at=min(int(np.median(onsets)), n) if diverged else None,
+    )
+    return curve, ([min(v) for v in values], [max(v) for v in values])
+
+
+def lr_finder_needed(cfg: DictConfig) -> bool:
+    """Whether the config asks for an LR from the range test (`optimizer.lr=auto` or `scheduler.max_lr=auto`)."""
+    return cfg.optimizer.get("lr") == "auto" or cfg.scheduler.get("max_lr") == "auto"
+
+
+def with_found_lr(cfg: DictConfig, lr: float) -> tuple[DictConfig, list[str]]:
+    """`cfg` with every `auto` LR replaced by `lr`, and the keys that were replaced."""
+    cfg = cfg.copy()
+    replaced = []
+    for key in ("optimizer.lr", "scheduler.max_lr"):
+        section, name = key.split(".")
+        if cfg[section].get(name) == "auto":
+            cfg[section][name] = float(lr)
+            replaced.append(key)
+    return cfg, replaced
+
+
+def scale_group_lrs(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] *= factor

@@ -1,0 +1,165 @@
+"""The LR range test loop (Smith 2015, 2018), independent of any particular model.
+
+At each point of an LR ladder the test takes `batches_per_step` optimizer steps at that LR
+and records the loss (their mean, or a held-out loss) and its debiased EMA. It stops once
+the smoothed loss has climbed `diverge_factor` times the drop so far (or the start's
+jitter, if larger) above its best for `patience` points in a row, or is not finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from omegaconf import DictConfig
+
+from optbench.errors import UserError
+from optbench.lr_finder.curve import DebiasedEMA, divergence_ratio, lr_ladder
+from optbench.train.step import NonFiniteStep
+
+# The first points measure the curve's own jitter; no divergence is declared before that.
+NOISE_POINTS = 5
+END_OF_RANGE = "reached end_lr"
+DIVERGED = "diverged"
+NON_FINITE = "non-finite loss"
+
+
+@dataclass(frozen=True)
+class RangeTestSettings:
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_iter: int = 100  # LR points, both ends included
+    mode: str = "exp"  # exp | linear spacing
+    batches_per_step: int = (
+        1  # optimizer steps (one batch each) at each LR; the point's loss is their mean
+    )
+    smoothing: float = 0.85  # beta of the debiased EMA
+    diverge_factor: float = 4.0
+    patience: int = 3  # points in a row over the threshold before stopping
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RangeTestSettings:
+        """Read and check the `lr_find:` block."""
+
+        def number(key: str) -> float:
+            value = cfg[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise UserError(f"lr_find.{key} must be a number, got {value!r}")
+            return float(value)
+
+        def integer(key: str, minimum: int) -> int:
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise UserError(f"lr_find.{key} must be an integer >= {minimum}, got {value!r}")
+            return value
+
+        start, end = number("start_lr"), number("end_lr")
+        if not 0 < start < end:
+            raise UserError(f"lr_find needs 0 < start_lr < end_lr, got {start:g} and {end:g}")
+        if cfg.mode not in ("exp", "linear"):
+            raise UserError(f"lr_find.mode must be exp or linear, got '{cfg.mode}'")
+        if not 0 <= number("smoothing") < 1:
+            raise UserError(f"lr_find.smoothing must be in [0, 1), got {cfg.smoothing}")
+        if number("diverge_factor") <= 0:
+            raise UserError(f"lr_find.diverge_factor must be positive, got {cfg.diverge_factor}")
+        return cls(
+            start_lr=start,
+            end_lr=end,
+            num_iter=integer("num_iter", 2),
+            mode=cfg.mode,
+            batches_per_step=integer("batches_per_step", 1),
+            smoothing=float(cfg.smoothing),
+            diverge_factor=float(cfg.diverge_factor),
+            patience=integer("patience", 1),
+        )
+
+
+@dataclass
+class Curve:
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # raw, one per LR point
+    smoothed: list[float] = field(default_factory=list)  # the debiased EMA, as the test saw it
+    stop_reason: str = END_OF_RANGE
+    diverged_at: int | None = None  # index of the point where the divergence began
+
+    @property
+    def diverged_lr(self) -> float | None:
+        return None if self.diverged_at is None else self.lrs[self.diverged_at]
+
+
+def run_range_test(
+    take_step: Callable[[], float],
+    set_lr: Callable[[float], None],
+    settings: RangeTestSettings,
+    measure: Callable[[], float] | None = None,
+) -> Curve:
+    """Walk the LR ladder; `take_step()` steps the optimizer once and returns its loss.
+
+    With `measure`, the recorded loss is `measure()` after the point's steps (a held-out
+    loss) instead of the mean training loss.
+    """
+    ladder = lr_ladder(settings.start_lr, settings.end_lr, settings.num_iter, settings.mode)
+    ema = DebiasedEMA(settings.smoothing)
+    curve = Curve()
+    best, noise, over = math.inf, 0.0, 0
+    for lr in ladder:
+        set_lr(float(lr))
+        try:
+            losses = [take_step() for _ in range(settings.batches_per_step)]
+            loss = measure() if measure is not None else float(np.mean(losses))
+        except NonFiniteStep:
+            loss = math.nan
+        curve.lrs.append(float(lr))
+        curve.losses.append(loss)
+        if not math.isfinite(loss):
+            curve.smoothed.append(math.nan)
+            curve.stop_reason = NON_FINITE
+            break
+        smoothed = ema.update(loss)
+        curve.smoothed.append(smoothed)
+        best = min(best, smoothed)
+        if len(curve.losses) < NOISE_POINTS:
+            continue
+        if len(curve.losses) == NOISE_POINTS:
+            noise = float(np.std(curve.losses))
+        ratio = divergence_ratio(smoothed, best, curve.smoothed[0], noise)
+        over = over + 1 if ratio > settings.diverge_factor else 0
+        if over >= settings.patience:
+            curve.stop_reason = DIVERGED
+            break
+    if curve.stop_reason != END_OF_RANGE:
+        curve.diverged_at = _divergence_onset(curve, settings)
+    return curve
+
+
+def _divergence_onset(curve: Curve, settings: RangeTestSettings) -> int:
+    """Where the climb began, read off the raw losses: the EMA lags by several points.
+
+    The earlier of two starts of the climb that ends where the test stopped: the unbroken
+    run of raw losses each above the one before (in a deterministic problem this reaches
+    back to where the instability set in, long before it shows in the loss's size), and
+    the unbroken run of raw losses above the divergence threshold.
+    """
+    losses, last = curve.losses, len(curve.losses) - 1
+    rising = last
+    while rising > 0 and (not math.isfinite(losses[rising]) or losses[rising - 1] < losses[rising]):
+        rising -= 1
+    initial = next((s for s in curve.smoothed if math.isfinite(s)), None)
+    if initial is None:
+        return 0
+    above = last + 1
+    for j in range(last, 0, -1):
+        best = min(s for s in curve.smoothed[: j + 1] if math.isfinite(s))
+        if (
+            math.isfinite(losses[j])
+            and divergence_ratio(losses[j], best, initial) <= settings.diverge_factor
+        ):
+            break
+        above = j
+    return min(rising, above, last)
