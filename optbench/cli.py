@@ -50,6 +50,13 @@ def _lr_compare(args: list[str]) -> int:
     return run_lr_compare(args)
 
 
+def _schedule(args: list[str]) -> int:
+    from optbench.hydra_command import run_hydra_command
+    from optbench.schedules.command import check_schedule_config, run_schedule
+
+    return run_hydra_command("schedule", "schedule", args, run_schedule, check_schedule_config)
+
+
 def _report(args: list[str]) -> int:
     from optbench.report.command import run_report
 
@@ -69,6 +76,7 @@ COMMANDS: dict[str, Command] = {
         "LR range test on the training setup; suggestions, plot, CSV, JSON", _lr_find
     ),
     "lr-compare": Command("overlay several LR range tests (e.g. an lr-find -m sweep)", _lr_compare),
+    "schedule": Command("a run's LR and momentum schedule, before training: PNG, CSV, summary", _schedule),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
 }
