@@ -57,6 +57,12 @@ def _schedule(args: list[str]) -> int:
     return run_hydra_command("schedule", "schedule", args, run_schedule, check_schedule_config)
 
 
+def _optimizers(args: list[str]) -> int:
+    from optbench.optim.command import run_optimizers
+
+    return run_optimizers(args)
+
+
 def _report(args: list[str]) -> int:
     from optbench.report.command import run_report
 
@@ -76,7 +82,10 @@ COMMANDS: dict[str, Command] = {
         "LR range test on the training setup; suggestions, plot, CSV, JSON", _lr_find
     ),
     "lr-compare": Command("overlay several LR range tests (e.g. an lr-find -m sweep)", _lr_compare),
-    "schedule": Command("a run's LR and momentum schedule, before training: PNG, CSV, summary", _schedule),
+    "optimizers": Command("every optimizer: implementation, state memory, CPU support, defaults", _optimizers),
+    "schedule": Command(
+        "a run's LR and momentum schedule, before training: PNG, CSV, summary", _schedule
+    ),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
 }

@@ -198,7 +198,7 @@ def test_the_test_restores_model_optimizer_and_rng_bit_for_bit():
 
 def test_the_ramp_moves_every_group_in_proportion_per_optimizer_step(fast_cfg, monkeypatch):
     cfg = fast_cfg(
-        "optimizer=momentum", "trainer.accumulation=3", "+param_groups.lr_multipliers.3=10.0"
+        "optimizer=momentum", "trainer.accumulation=3", "param_groups.lr_multipliers={3:10.0}"
     )
     setup = build_setup(cfg, plan_run(cfg))
     seen = []

@@ -1,8 +1,20 @@
-"""Read the momentum coefficient of an optimizer's parameter group, whatever it is called."""
+"""Momentum you can inspect, scale, reset and schedule, whatever the optimizer calls it.
+
+The coefficient is a group's `momentum` (SGD, RMSprop, LARS, Muon) or the first of its
+`betas` (Adam family, Lion, Sophia). The state is the first-moment buffer: `momentum_buffer`
+(SGD-style, a sum: v = mu v + g) or `exp_avg` (Adam-style, an average: m = b m + (1 - b) g).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+
+from optbench.errors import UserError
+
+SUM_BUFFER = "momentum_buffer"  # v = mu * v + g: its size depends on mu
+AVERAGE_BUFFER = "exp_avg"  # m = b * m + (1 - b) * g: an average of gradients for any b
 
 
 def momentum_coefficient(group: dict[str, Any]) -> float | None:
@@ -12,3 +24,77 @@ def momentum_coefficient(group: dict[str, Any]) -> float | None:
     if "momentum" in group:
         return float(group["momentum"])
     return None
+
+
+def set_momentum_coefficient(
+    optimizer: torch.optim.Optimizer,
+    group: dict[str, Any],
+    value: float,
+    rescale_buffers: bool = False,
+) -> None:
+    """Set a group's momentum (or beta1) to `value`.
+
+    With `rescale_buffers`, SGD-style buffers are multiplied by (1 - old) / (1 - new): a sum
+    v = mu v + g settles at g / (1 - mu), so this keeps the step it produces the same size.
+    Adam-style averages need no rescaling: they average the gradient for any beta1.
+    """
+    old = momentum_coefficient(group)
+    if old is None:
+        raise UserError(f"{type(optimizer).__name__} keeps no momentum coefficient to set")
+    if "betas" in group:
+        group["betas"] = (value, *tuple(group["betas"])[1:])
+    else:
+        group["momentum"] = value
+    if rescale_buffers and old != value:
+        for p in group["params"]:
+            buffer = optimizer.state.get(p, {}).get(SUM_BUFFER)
+            if buffer is not None:
+                buffer.mul_((1 - old) / (1 - value))
+
+
+def momentum_buffers(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> list[torch.Tensor]:
+    """The group's first-moment buffers that exist so far (none before the first step)."""
+    buffers = []
+    for p in group["params"]:
+        state = optimizer.state.get(p, {})
+        for key in (SUM_BUFFER, AVERAGE_BUFFER):
+            if isinstance(state.get(key), torch.Tensor):
+                buffers.append(state[key])
+    return buffers
+
+
+def keeps_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    return all(momentum_coefficient(g) is not None for g in optimizer.param_groups)
+
+
+def _require_momentum(optimizer: torch.optim.Optimizer) -> None:
+    if not keeps_momentum(optimizer):
+        raise UserError(
+            f"{type(optimizer).__name__} keeps no momentum (no momentum or betas in its groups)"
+        )
+
+
+def scale_momentum(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Multiply every first-moment buffer by `factor` (0 resets it)."""
+    _require_momentum(optimizer)
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for buffer in momentum_buffers(optimizer, group):
+                buffer.mul_(factor)
+
+
+def reset_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Zero every first-moment buffer; second moments and step counts are kept."""
+    scale_momentum(optimizer, 0.0)
+
+
+def momentum_norms(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The norm of each group's first-moment buffers, on the device (no sync)."""
+    norms = {}
+    for i, group in enumerate(optimizer.param_groups):
+        buffers = momentum_buffers(optimizer, group)
+        if buffers:
+            norms[group.get("name", str(i))] = torch.linalg.vector_norm(
+                torch.stack([b.norm() for b in buffers])
+            )
+    return norms

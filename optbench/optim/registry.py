@@ -8,10 +8,15 @@ optional backend fails for that optimizer alone, with a one-line message.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from optbench.errors import UserError
+
+# bitsandbytes warns on import that an optional 4-bit CPU matmul kernel is missing; its 8-bit
+# optimizers do not use that kernel.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ CSV_NAME, PNG_NAME, OVERLAY_NAME = "schedule.csv", "schedule.png", "schedules.pn
 def scheduler_config(name: str) -> DictConfig:
     """The documented defaults of scheduler `name`: its file in configs/scheduler/."""
     scheduler_info(name)
-    return OmegaConf.create((resources.files("optbench.configs") / "scheduler" / f"{name}.yaml").read_text())
+    return OmegaConf.create(
+        (resources.files("optbench.configs") / "scheduler" / f"{name}.yaml").read_text()
+    )
 
 
 def with_scheduler(cfg: DictConfig, name: str) -> DictConfig:
@@ -53,7 +55,9 @@ def compared_names(cfg: DictConfig) -> list[str]:
 
 def check_schedule_config(cfg: DictConfig) -> None:
     if is_auto(cfg.optimizer.get("lr")) or is_auto(cfg.scheduler.get("max_lr")):
-        raise UserError("an `auto` LR comes from the LR range test at training time; give a number to preview it")
+        raise UserError(
+            "an `auto` LR comes from the LR range test at training time; give a number to preview it"
+        )
     check_train_config(cfg)
     for name in compared_names(cfg):
         check_train_config(with_scheduler(cfg, name))
@@ -63,7 +67,9 @@ def curve_csv(curve: ScheduleCurve) -> str:
     momenta = curve.changing_momenta()
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["step", "epoch", *(f"lr/{g}" for g in curve.lrs), *(f"momentum/{g}" for g in momenta)])
+    writer.writerow(
+        ["step", "epoch", *(f"lr/{g}" for g in curve.lrs), *(f"momentum/{g}" for g in momenta)]
+    )
     for step in range(curve.total_steps):
         row = [step, f"{step / curve.steps_per_epoch:.6g}"]
         row += [repr(values[step]) for values in curve.lrs.values()]
@@ -79,7 +85,9 @@ def summary(curve: ScheduleCurve) -> dict[str, Any]:
     row = {
         "scheduler": curve.name,
         "steps": f"{curve.total_steps} ({curve.steps_per_epoch}/epoch)",
-        "warm-up end": f"step {curve.warmup_steps}: {lrs[curve.warmup_steps]:.3g}" if curve.warmup_steps else "-",
+        "warm-up end": f"step {curve.warmup_steps}: {lrs[curve.warmup_steps]:.3g}"
+        if curve.warmup_steps
+        else "-",
         "peak": f"{lrs[peak]:.3g} at step {peak}",
         "final": f"{lrs[-1]:.3g}",
     }
@@ -101,10 +109,14 @@ def summary_table(curves: list[ScheduleCurve]) -> Table:
     return table
 
 
-def plot_curves(series: list[tuple[str, list[float], list[float] | None]], steps_per_epoch: int, title: str):
+def plot_curves(
+    series: list[tuple[str, list[float], list[float] | None]], steps_per_epoch: int, title: str
+):
     """LR against optimizer steps, one line per schedule; momentum below where it changes."""
     with_momentum = any(m is not None for _, _, m in series)
-    fig, axes = new_figure(8, 6 if with_momentum else 4.5, nrows=2 if with_momentum else 1, sharex=True, squeeze=False)
+    fig, axes = new_figure(
+        8, 6 if with_momentum else 4.5, nrows=2 if with_momentum else 1, sharex=True, squeeze=False
+    )
     lr_ax = axes[0][0]
     for i, (label, lrs, momenta) in enumerate(series):
         lr_ax.plot(range(len(lrs)), lrs, color=f"C{i % 10}", lw=1.8, label=label)
@@ -167,5 +179,8 @@ class OverlayAtSweepEnd(Callback):
             lrs, momenta, steps_per_epoch = read_curve_csv(path)
             series.append((job_config.scheduler.name, lrs, momenta))
         if series:
-            save_png(plot_curves(series, steps_per_epoch, "LR schedules of the sweep"), sweep_dir / OVERLAY_NAME)
+            save_png(
+                plot_curves(series, steps_per_epoch, "LR schedules of the sweep"),
+                sweep_dir / OVERLAY_NAME,
+            )
             console.print(f"wrote {sweep_dir / OVERLAY_NAME}")

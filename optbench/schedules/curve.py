@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 from optbench.models import build_model
 from optbench.optim import build_optimizer
 from optbench.optim.momentum import momentum_coefficient
+from optbench.schedules.momentum import MomentumSchedule
+from optbench.schedules.registry import has_momentum
 from optbench.schedules.schedule import build_schedule
 from optbench.train.plan import plan_run
 
@@ -55,7 +57,11 @@ def schedule_curve(cfg: DictConfig) -> ScheduleCurve:
     )
     names = [group.get("name", str(i)) for i, group in enumerate(optimizer.param_groups)]
     lrs = {name: [] for name in names}
-    momenta = {name: [] for name, g in zip(names, optimizer.param_groups, strict=True) if momentum_coefficient(g) is not None}
+    momenta = {
+        name: []
+        for name, g in zip(names, optimizer.param_groups, strict=True)
+        if momentum_coefficient(g) is not None
+    }
     with warnings.catch_warnings():
         # No optimizer steps happen here, which torch's schedulers would warn about.
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
@@ -65,4 +71,24 @@ def schedule_curve(cfg: DictConfig) -> ScheduleCurve:
                 if name in momenta:
                     momenta[name].append(momentum_coefficient(group))
             schedule.step()
-    return ScheduleCurve(cfg.scheduler.name, plan.steps_per_epoch, schedule.warmup_steps, lrs, momenta)
+    if cfg.momentum.schedule != "none":
+        first = lrs[names[0]]
+        control = MomentumSchedule(
+            optimizer,
+            cfg.momentum,
+            steps_per_epoch=plan.steps_per_epoch,
+            lr_range=(min(first), max(first)),
+            scheduler_cycles_momentum=bool(cfg.scheduler.get("cycle_momentum"))
+            and has_momentum(optimizer),
+        )
+        values = [control.value(step, lr) for step, lr in enumerate(first)]
+        momenta = {name: list(values) for name in momenta}
+    return ScheduleCurve(
+        cfg.scheduler.name, plan.steps_per_epoch, schedule.warmup_steps, lrs, momenta
+    )
+
+
+def lr_range(cfg: DictConfig) -> tuple[float, float]:
+    """The lowest and highest LR of the first parameter group over the run."""
+    first = next(iter(schedule_curve(cfg).lrs.values()))
+    return min(first), max(first)

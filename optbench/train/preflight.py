@@ -14,7 +14,8 @@ from optbench.lr_finder.finder import check_counts, check_rule, lr_finder_needed
 from optbench.lr_finder.range_test import RangeTestSettings
 from optbench.models import build_model
 from optbench.optim import build_optimizer
-from optbench.schedules import build_schedule
+from optbench.schedules import build_schedule, has_momentum
+from optbench.schedules.momentum import MomentumSchedule
 from optbench.train.plan import RunPlan, plan_run
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -60,5 +61,16 @@ def check_train_config(cfg: DictConfig) -> RunPlan:
         steps_per_epoch=plan.steps_per_epoch,
         total_steps=plan.total_steps,
         base_lr=optimizer_cfg.lr,
+    )
+    MomentumSchedule(
+        optimizer,
+        cfg.momentum,
+        steps_per_epoch=plan.steps_per_epoch,
+        lr_range=(
+            0.0,
+            1.0,
+        ),  # the real range needs the whole schedule; any rising one checks the rest
+        scheduler_cycles_momentum=bool(scheduler_cfg.get("cycle_momentum"))
+        and has_momentum(optimizer),
     )
     return plan

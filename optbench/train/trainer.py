@@ -17,8 +17,11 @@ from optbench.data import Batch
 from optbench.errors import UserError
 from optbench.lr_finder.finder import find_lr, lr_finder_needed, scale_group_lrs, with_found_lr
 from optbench.lr_finder.outputs import write_outputs
-from optbench.schedules import Schedule, build_schedule
+from optbench.schedules import Schedule, build_schedule, has_momentum
+from optbench.schedules.curve import lr_range
+from optbench.schedules.momentum import MomentumSchedule
 from optbench.tracking.console import ProgressBar, console, summary_table
+from optbench.tracking.diagnostics import StepDiagnostics
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
 from optbench.tracking.run_info import run_info
@@ -102,6 +105,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         optimizer, cfg.scheduler, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
         base_lr=cfg.optimizer.lr,
     )  # fmt: skip
+    momentum = build_momentum_schedule(cfg, optimizer, plan.steps_per_epoch)
     state = TrainState(
         time_to_target={str(target): None for target in t.targets}, lr_finder=lr_finder
     )
@@ -123,6 +127,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     writer = SummaryWriter(str(run_dir), purge_step=state.step if resume else None)
     group_names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
     training_log = TrainingLog(run_dir, writer, group_names, t.log_interval)
+    diagnostics = StepDiagnostics(optimizer, writer, t.diagnostics_interval)
 
     def save() -> None:
         payload = _checkpoint_payload(cfg, setup, schedule, state, totals, training_log)
@@ -142,9 +147,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             model.train()
             synchronize(device)
             epoch_start = time.perf_counter()
+            if state.batch == 0:  # not when resuming mid-epoch: it ran before the checkpoint
+                momentum.epoch_start(epoch)
             for micro_batches in optimizer_steps(
                 setup.train_batches.epoch(epoch, state.batch), plan.accumulation
             ):
+                momentum.apply(state.step)
+                sample = diagnostics.due(state.step)
+                before = diagnostics.capture() if sample else None
                 try:
                     result = step(micro_batches, state.step)
                 except NonFiniteStep as bad:
@@ -161,6 +171,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         _diagnosis(state, epoch, optimizer, bad, training_log),
                     )
                     break
+                if sample:
+                    diagnostics.write(state.step, before)
                 if training_log.step(state.step, result, optimizer):
                     description = f"epoch {epoch + 1}/{plan.epochs}"
                     bar.update(
@@ -213,6 +225,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return results
 
 
+def build_momentum_schedule(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> MomentumSchedule:
+    return MomentumSchedule(
+        optimizer,
+        cfg.momentum,
+        steps_per_epoch=steps_per_epoch,
+        lr_range=lr_range(cfg) if cfg.momentum.schedule == "cyclic" else None,
+        scheduler_cycles_momentum=bool(cfg.scheduler.get("cycle_momentum"))
+        and has_momentum(optimizer),
+    )
+
+
 def _run_lr_finder(
     cfg: DictConfig, setup: TrainingSetup, run_dir: Path
 ) -> tuple[DictConfig, dict[str, Any]]:
@@ -222,7 +247,9 @@ def _run_lr_finder(
     exactly as it would have with the found LR written in the config.
     """
     auto_lr = cfg.optimizer.lr == "auto"
-    reference_lr = LR_FINDER_BUILD_LR if auto_lr else cfg.optimizer.lr  # what the optimizer was built with
+    reference_lr = (
+        LR_FINDER_BUILD_LR if auto_lr else cfg.optimizer.lr
+    )  # what the optimizer was built with
     result = find_lr(setup, cfg.lr_find, reference_lr=reference_lr)
     out_dir = run_dir / "lr_find"
     record = write_outputs(

@@ -1,0 +1,182 @@
+"""The whole optimizer zoo: every optimizer learns, survives a checkpoint, builds from the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import pytest
+import torch
+from conftest import FAST
+from helpers import compose_config
+
+from optbench.errors import UserError
+from optbench.optim import OPTIMIZERS
+from optbench.optim.command import markdown
+from optbench.train.evaluate import evaluate
+from optbench.train.plan import plan_run
+from optbench.train.preflight import check_train_config
+from optbench.train.setup import build_setup
+
+# A hidden layer between the first and the last, so Muon has a matrix of its own.
+ZOO = [*(o for o in FAST if not o.startswith("model.hidden")), "model.hidden=[64,64]"]
+
+
+def setup_for(name: str, *overrides: str):
+    cfg = compose_config(*ZOO, f"optimizer={name}", *overrides)
+    return build_setup(cfg, plan_run(cfg))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_reduces_the_loss_with_its_documented_defaults(name):
+    setup = setup_for(name)
+    batch = next(setup.train_batches.epoch(0))
+    losses = [setup.step([batch], i).loss.item() for i in range(20)]
+    assert losses[-1] < 0.95 * losses[0], losses
+
+
+def through_bytes(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # as checkpoints are loaded: no code from the file
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_continues_identically_after_a_state_dict_round_trip(name):
+    first = setup_for(name)
+    batches = list(first.train_batches.epoch(0))
+    for i in range(3):
+        first.step([batches[i]], i)
+    model_state, optimizer_state = (
+        through_bytes(first.model.state_dict()),
+        through_bytes(first.optimizer.state_dict()),
+    )
+    second = setup_for(name)
+    second.model.load_state_dict(model_state)
+    second.optimizer.load_state_dict(optimizer_state)
+    for setup in (first, second):
+        torch.manual_seed(7)  # Sophia's Hessian probes are random
+        for i in range(3, 6):
+            setup.step([batches[i]], i)
+    for (key, a), b in zip(
+        first.model.state_dict().items(), second.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key
+
+
+def test_every_optimizer_builds_and_trains_from_the_cli(tmp_path):
+    names = ",".join(OPTIMIZERS)
+    out = subprocess.run(
+        ["optbench", "train", "-m", *ZOO, "dataset.train_size=128", "dataset.test_size=64", "trainer.epochs=1",
+         f"optimizer={names}", f"paths.output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/results.json")]
+    assert sorted(r["optimizer"] for r in results) == sorted(OPTIMIZERS)
+    assert all(r["status"] == "completed" for r in results)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["optimizer=lion", "optimizer.betas=[1.5,0.9]"],
+            "betas must be a list of numbers in [0, 1)",
+        ),
+        (["optimizer=lamb", "optimizer.lr=-1"], "lr must be a positive number, got -1"),
+        (["optimizer=rmsprop", "optimizer.momentum=1.0"], "momentum must be in [0, 1)"),
+        (["optimizer=lookahead", "optimizer.base=sophia"], "lookahead cannot wrap sophia"),
+        (["optimizer=lookahead", "optimizer.k=0"], "k must be an integer >= 1"),
+        (["optimizer=adafactor", "optimizer.eps=[null,-1]"], "eps must be positive"),
+        (["optimizer=radam", "optimizer.impl=reference"], "has no reference implementation"),
+        (["optimizer=muon", "optimizer.ns_steps=0"], "optimizer=muon"),
+    ],
+)
+def test_bad_hyperparameters_are_one_line_user_errors(overrides, message):
+    with pytest.raises(
+        UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
+        check_train_config(compose_config(*ZOO, *overrides))
+
+
+def test_a_bad_hyperparameter_exits_2_from_the_cli(tmp_path):
+    out = subprocess.run(["optbench", "train", *ZOO, "optimizer=lion", "optimizer.betas=[0.9,1.2]"],
+                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert (
+        out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "betas" in out.stderr
+    )
+
+
+def test_eight_bit_adam_really_keeps_8_bit_state_on_cpu():
+    setup = setup_for("adam8bit")
+    setup.step([next(setup.train_batches.epoch(0))], 0)
+    big = max(
+        (p for g in setup.optimizer.param_groups for p in g["params"]), key=torch.Tensor.numel
+    )
+    state = setup.optimizer.state[big]
+    assert (
+        big.numel() >= 4096
+        and state["state1"].dtype == torch.uint8
+        and state["state2"].dtype == torch.uint8
+    )
+
+
+def test_muon_is_a_hybrid_with_groups_named_in_the_logs():
+    not_model = [o for o in ZOO if not o.startswith("model")]
+    cfg = compose_config(*not_model, "model=fastcnn", "model.widths=[4,8,8]", "optimizer=muon")
+    setup = build_setup(cfg, plan_run(cfg))
+    groups = {g["name"]: g for g in setup.optimizer.param_groups}
+    muon = [n for name, g in groups.items() if g["use_muon"] for n in g["param_names"]]
+    adamw = [n for name, g in groups.items() if not g["use_muon"] for n in g["param_names"]]
+    assert all(name.startswith("muon/") == groups[name]["use_muon"] for name in groups)
+    assert "group1.conv1.weight" in muon  # a 4-D conv kernel, orthogonalised as a matrix
+    assert "stem.0.weight" in adamw and "head.2.weight" in adamw  # first layer and head: AdamW
+    assert all(setup.model.get_parameter(n).ndim >= 2 for n in muon)
+    setup.step([next(setup.train_batches.epoch(0))], 0)  # and it steps
+
+
+def test_sophia_gets_its_hessian_estimates_from_the_trainer():
+    setup = setup_for("sophia", "optimizer.update_period=2")
+    batches = setup.train_batches.epoch(0)
+    setup.step([next(batches)], 0)
+    estimates = [setup.optimizer.state[p]["hessian"].clone() for p in setup.step.params]
+    setup.step([next(batches)], 1)  # not due: the estimate is kept
+    assert all(
+        torch.equal(e, setup.optimizer.state[p]["hessian"])
+        for e, p in zip(estimates, setup.step.params, strict=True)
+    )
+    setup.step([next(batches)], 2)  # due again: a fresh estimate
+    assert not torch.equal(estimates[0], setup.optimizer.state[setup.step.params[0]]["hessian"])
+
+
+def test_schedule_free_evaluates_at_its_averaged_weights_and_trains_on():
+    setup = setup_for("schedule_free")
+    batches = setup.train_batches.epoch(0)
+    for i in range(5):
+        setup.step([next(batches)], i)
+    before = [p.clone() for p in setup.model.parameters()]
+    at_average = evaluate(setup.step, setup.test_batches, setup.train_batches)
+    # Back at the training point y, up to the rounding of Schedule-Free's own y -> x -> y interpolation.
+    for a, b in zip(before, setup.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    setup.step.schedule_free = False  # the same evaluation at the training point y
+    at_training_point = evaluate(setup.step, setup.test_batches)
+    assert at_average["loss"] != at_training_point["loss"]
+
+
+def test_lookahead_takes_its_bases_documented_defaults():
+    setup = setup_for("lookahead", "optimizer.base=sgd")
+    assert [g["lr"] for g in setup.optimizer.param_groups] == [
+        0.05,
+        0.05,
+    ]  # configs/optimizer/sgd.yaml
+    assert type(setup.optimizer.optimizer).__name__ == "SGD"
+
+
+def test_the_optimizer_table_lists_every_optimizer():
+    table = markdown()
+    assert all(f"| {name} |" in table for name in OPTIMIZERS)
+    assert "| adam | torch.optim.Adam | 2 x params | yes | yes | 0.001 |" in table
