@@ -24,15 +24,13 @@ def _train(args: list[str]) -> int:
     from optbench.hydra_command import run_hydra_command
     from optbench.train.plan import device_for_job
     from optbench.train.preflight import check_train_config
-    from optbench.train.trainer import train
+    from optbench.train.trainer import objective, train
 
     def task(cfg, run_dir: Path) -> float:
         hydra = HydraConfig.get()
         job_num = hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
         cfg.trainer.device = device_for_job(cfg.trainer.device, job_num, torch.cuda.device_count())
-        results = train(cfg, run_dir)
-        # The objective a hyperparameter sweeper maximises: a diverged run is the worst, not a crash.
-        return results["best_test_acc"] or 0.0
+        return objective(train(cfg, run_dir))
 
     return run_hydra_command("train", "train", args, task, check_train_config)
 
@@ -63,6 +61,12 @@ def _optimizers(args: list[str]) -> int:
     return run_optimizers(args)
 
 
+def _tune(args: list[str]) -> int:
+    from optbench.sweepers.tuning import main
+
+    return main(args)
+
+
 def _report(args: list[str]) -> int:
     from optbench.report.command import run_report
 
@@ -82,9 +86,14 @@ COMMANDS: dict[str, Command] = {
         "LR range test on the training setup; suggestions, plot, CSV, JSON", _lr_find
     ),
     "lr-compare": Command("overlay several LR range tests (e.g. an lr-find -m sweep)", _lr_compare),
-    "optimizers": Command("every optimizer: implementation, state memory, CPU support, defaults", _optimizers),
+    "optimizers": Command(
+        "every optimizer: implementation, state memory, CPU support, defaults", _optimizers
+    ),
     "schedule": Command(
         "a run's LR and momentum schedule, before training: PNG, CSV, summary", _schedule
+    ),
+    "tune": Command(
+        "equal tuning budget per optimizer, then each best rerun on fresh seeds", _tune
     ),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),

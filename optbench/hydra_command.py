@@ -18,6 +18,7 @@ import hydra
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
@@ -64,7 +65,8 @@ def _sweep_overrides(cfg: DictConfig) -> list[str]:
 
 def job_overrides(config_name: str, overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job the command would run."""
-    parser = OverridesParser.create()
+    # With the config loader, sweeps that list a config group (glob(...)) can be expanded.
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
@@ -87,8 +89,10 @@ def job_overrides(config_name: str, overrides: list[str], multirun: bool) -> lis
     return BasicSweeper.split_arguments(combined, max_batch_size=None)[0]
 
 
-def preflight(config_name: str, overrides: list[str], multirun: bool, check: Check) -> int:
-    """Compose and check every job; returns how many there are."""
+def preflight(
+    config_name: str, overrides: list[str], multirun: bool, check: Check
+) -> list[list[str]]:
+    """Compose and check every job; returns each job's overrides."""
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
             jobs = job_overrides(config_name, overrides, multirun)
@@ -96,7 +100,7 @@ def preflight(config_name: str, overrides: list[str], multirun: bool, check: Che
                 check(compose(config_name, overrides=job))
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
-    return len(jobs)
+    return jobs
 
 
 def run_hydra_command(
@@ -109,11 +113,17 @@ def run_hydra_command(
         flags = parser.parse_intermixed_args(args)
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
+    overrides = flags.overrides
     if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
         # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too.
-        preflight(
-            config_name, flags.overrides, flags.multirun, _compose_only if flags.cfg else check
+        jobs = preflight(
+            config_name, overrides, flags.multirun, _compose_only if flags.cfg else check
         )
+        if flags.cfg and flags.multirun:
+            # Hydra prints one config, not a sweep's: show the first job's.
+            args = [a for a in args if a not in ("-m", "--multirun")]
+            print(f"# the first of {len(jobs)} jobs: {' '.join(jobs[0])}", file=sys.stderr)
+            overrides = jobs[0]
 
     def hydra_task(cfg: DictConfig) -> Any:
         logging.getLogger("optbench").setLevel(logging.INFO)
@@ -125,7 +135,7 @@ def run_hydra_command(
 
     # Hydra's own parser wants its flags before the overrides (`-m` may come anywhere here).
     flag_args = [a for a in args if a not in flags.overrides]
-    sys.argv = [f"optbench {name}", *flag_args, *flags.overrides]
+    sys.argv = [f"optbench {name}", *flag_args, *overrides]
     main = hydra.main(
         version_base=VERSION_BASE, config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name
     )

@@ -16,6 +16,7 @@ from helpers import read_jsonl
 from optbench.errors import UserError
 from optbench.tracking.files import atomic_write_json
 from optbench.train import checkpoint
+from optbench.train.interrupts import StopSignals
 from optbench.train.trainer import train
 
 TIMING = {"epoch_time_s", "images_per_s", "train_time_s"}
@@ -163,3 +164,20 @@ def test_an_unwritable_output_path_is_a_one_line_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match=f"cannot write {blocker / 'results.json'}"):
         atomic_write_json(blocker / "results.json", {})
+
+
+def test_a_signal_is_handed_on_to_the_handler_it_replaced_after_the_checkpoint():
+    seen = []
+    previous = signal.signal(
+        signal.SIGUSR2, lambda signum, frame: seen.append(signum)
+    )  # as submitit does
+    try:
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert (
+                stop.requested and not seen
+            )  # ours first: the trainer finishes the step and saves
+        stop.forward()
+        assert seen == [signal.SIGUSR2] and stop.exit_code == 128 + signal.SIGUSR2
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

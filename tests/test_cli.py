@@ -29,7 +29,10 @@ def test_help_lists_the_subcommands(tmp_path):
 def test_train_help_shows_the_config_groups(tmp_path):
     out = optbench("train", "--help", cwd=tmp_path)
     assert out.returncode == 0
-    assert "optimizer: adafactor, adagrad, adam, adam8bit" in out.stdout and "scheduler: constant" in out.stdout
+    assert (
+        "optimizer: adafactor, adagrad, adam, adam8bit" in out.stdout
+        and "scheduler: constant" in out.stdout
+    )
 
 
 def test_a_single_run_writes_its_run_directory(tmp_path):

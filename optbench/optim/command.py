@@ -12,7 +12,15 @@ from optbench.optim.factory import optimizer_config
 from optbench.optim.registry import OPTIMIZERS
 from optbench.tracking.console import console
 
-COLUMNS = ("name", "implementation", "state per parameter", "CPU", "reference", "default lr", "what it does")
+COLUMNS = (
+    "name",
+    "implementation",
+    "state per parameter",
+    "CPU",
+    "reference",
+    "default lr",
+    "what it does",
+)
 
 
 def rows() -> list[tuple[str, ...]]:
@@ -43,7 +51,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_optimizers(args: list[str]) -> int:
-    parser = _Parser(prog="optbench optimizers", description="List every optimizer optimizer=<name> accepts.")
+    parser = _Parser(
+        prog="optbench optimizers", description="List every optimizer optimizer=<name> accepts."
+    )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     options = parser.parse_args(args)
     if options.markdown:
@@ -55,5 +65,7 @@ def run_optimizers(args: list[str]) -> int:
     for row in rows():
         table.add_row(*row)
     console.print(table)
-    console.print("state: optimizer memory per parameter element; reference: optimizer.impl=reference exists")
+    console.print(
+        "state: optimizer memory per parameter element; reference: optimizer.impl=reference exists"
+    )
     return 0

@@ -46,7 +46,9 @@ def parameter_groups(
     - `layer_decay`: the top-level child at depth d of D gets LR x layer_decay^(D - d), so the
       head trains at the full LR and the stem at the smallest (BEiT/ELECTRA-style decay).
     """
-    lr_multipliers = {str(k): v for k, v in (lr_multipliers or {}).items()}  # Hydra may parse "3" as 3
+    lr_multipliers = {
+        str(k): v for k, v in (lr_multipliers or {}).items()
+    }  # Hydra may parse "3" as 3
     depths = stage_depths(model)
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise UserError(f"param_groups.layer_decay must be in (0, 1], got {layer_decay}")

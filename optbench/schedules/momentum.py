@@ -67,8 +67,7 @@ class MomentumSchedule:
         )
         self.resets = {_epoch(e, "reset_at_epochs") for e in cfg.reset_at_epochs}
         self.scales = {
-            _epoch(k, "scale_at_epochs"): float(v)
-            for k, v in _mapping(cfg.scale_at_epochs).items()
+            _epoch(k, "scale_at_epochs"): float(v) for k, v in _mapping(cfg.scale_at_epochs).items()
         }
         if any(v < 0 for v in self.scales.values()):
             raise UserError("momentum.scale_at_epochs factors must be >= 0")

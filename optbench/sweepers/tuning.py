@@ -1,6 +1,6 @@
 """An equal tuning budget for every optimizer, then each one's best trial on fresh seeds.
 
-    python -m optbench.sweepers.tuning +experiment=tuning [overrides ...]
+    optbench tune +experiment=tuning [overrides ...]
 
 The protocol (AlgoPerf's quasi-random search, DeepOBS's rerun of the best setting):
 
@@ -48,8 +48,9 @@ from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, one_line
 from optbench.tracking.files import atomic_write_json, atomic_write_text, json_safe
 from optbench.train.preflight import check_train_config
+from optbench.train.trainer import objective
 
-PROG = "python -m optbench.sweepers.tuning"
+PROG = "optbench tune"
 CONFIG_NAME = "train"
 TRIAL_GROUP = "trial"
 BEST_GROUP = "best"
@@ -185,11 +186,6 @@ def pick_best(trials: Sequence[Trial]) -> dict[str, Trial]:
         if current is None or trial.objective > current.objective:
             best[trial.optimizer] = trial
     return best
-
-
-def objective(results: dict[str, Any]) -> float:
-    """What `optbench train` returns to a sweeper (optbench/cli.py): a diverged run scores 0.0."""
-    return results.get("best_test_acc") or 0.0
 
 
 def parse_overrides(overrides: list[str]) -> list[Override]:
@@ -442,7 +438,3 @@ def main(argv: list[str] | None = None) -> int:
         f"{PROG}: wrote {study.root / 'tuning.json'}; compare: optbench report {study.root / 'eval'}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -63,6 +63,12 @@ class TrainState:
     last: dict[str, Any] = field(default_factory=dict)  # the last metrics.jsonl record
 
 
+def objective(results: dict[str, Any]) -> float:
+    """What a sweeper (Optuna, tuning) maximises: the best test accuracy; a run that diverged
+    before its first evaluation scores 0.0, a finite worst value rather than a crash."""
+    return results.get("best_test_acc") or 0.0
+
+
 def optimizer_steps(batches: Iterable[Batch], accumulation: int) -> Iterator[list[Batch]]:
     """Group micro-batches into optimizer steps; a shorter trailing group is still a step."""
     group: list[Batch] = []
@@ -221,6 +227,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     if status == "interrupted":
         log.warning("interrupted at step %d; continue with trainer.resume=%s", state.step, run_dir)
+        stop.forward()
         raise SystemExit(stop.exit_code)
     return results
 
