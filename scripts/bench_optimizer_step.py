@@ -30,13 +30,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +42,8 @@ from torch import nn
 
 from optbench.models.resnet import ResNet18
 from optbench.optim import OPTIMIZERS, build_optimizer, optimizer_config, parameter_groups
+from optbench.tracking.run_info import device_name
+from optbench.train.trainer import synchronize
 
 # The trainer's parameter grouping: no weight decay on biases and normalisation weights.
 GROUPS_CFG = {"no_decay_bias_norm": True, "lr_multipliers": {}, "layer_decay": None}
@@ -92,23 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown optimizer {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
     return args
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                threads = torch.get_num_threads()
-                return f"{line.split(':', 1)[1].strip()} ({threads} thread{'s' * (threads > 1)})"
-    return platform.processor() or "CPU"
 
 
 def _optimizers(optimizer: torch.optim.Optimizer) -> Iterator[torch.optim.Optimizer]:

@@ -41,7 +41,6 @@ import datetime
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -62,9 +61,10 @@ from torchvision import transforms
 from optbench.data import load_dataset
 from optbench.errors import UserError
 from optbench.models import build_model
+from optbench.tracking.run_info import device_name
 from optbench.train.plan import plan_run
 from optbench.train.setup import uses_channels_last
-from optbench.train.trainer import train
+from optbench.train.trainer import synchronize, train
 
 # The normalisation constants of the CIFAR-10 tutorials.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -124,23 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.images < args.batch_size:
         parser.error(f"--images {args.images} holds no full batch of {args.batch_size}")
     return args
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                threads = torch.get_num_threads()
-                return f"{line.split(':', 1)[1].strip()} ({threads} thread{'s' * (threads > 1)})"
-    return platform.processor() or "CPU"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compose_config(args: argparse.Namespace) -> DictConfig:

@@ -36,12 +36,20 @@ def git_commit(path: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model with the number of threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                threads = torch.get_num_threads()
+                return f"{line.split(':', 1)[1].strip()} ({threads} thread{'s' * (threads > 1)})"
+    return platform.processor() or "CPU"
+
+
 def run_info(device: torch.device) -> dict[str, Any]:
-    device_name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu"
-    )
     return {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -50,6 +58,6 @@ def run_info(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": str(device),
-        "device_name": device_name,
+        "device_name": device_name(device),
         "host": platform.node(),
     }
