@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import FAST
 from helpers import compose_config
+from omegaconf import OmegaConf
 
 from optbench.errors import UserError
 from optbench.optim import OPTIMIZERS
@@ -18,6 +19,7 @@ from optbench.train.evaluate import evaluate
 from optbench.train.plan import plan_run
 from optbench.train.preflight import check_train_config
 from optbench.train.setup import build_setup
+from optbench.train.trainer import train
 
 # A hidden layer between the first and the last, so Muon has a matrix of its own.
 ZOO = [*(o for o in FAST if not o.startswith("model.hidden")), "model.hidden=[64,64]"]
@@ -174,6 +176,23 @@ def test_lookahead_takes_its_bases_documented_defaults():
         0.05,
     ]  # configs/optimizer/sgd.yaml
     assert type(setup.optimizer.optimizer).__name__ == "SGD"
+
+
+def test_lookahead_with_a_peaked_schedule_uses_the_bases_lr(tmp_path):
+    # lookahead's lr: null means "the base's": schedules and logs must see that LR too.
+    cfg = compose_config(
+        *ZOO,
+        "optimizer=lookahead",
+        "scheduler=onecycle",
+        "scheduler.max_lr=0.5",
+        "trainer.epochs=1",
+    )
+    check_train_config(cfg)
+    results = train(cfg, tmp_path)
+    assert results["status"] == "completed"
+    assert (
+        OmegaConf.load(tmp_path / "config.yaml").optimizer.lr == 1e-3
+    )  # configs/optimizer/adamw.yaml
 
 
 def test_the_optimizer_table_lists_every_optimizer():

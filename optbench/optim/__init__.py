@@ -1,6 +1,11 @@
 """Optimizers: the registry, parameter groups and the factory that builds one from config."""
 
-from optbench.optim.factory import build_optimizer, optimizer_config, optimizer_from_groups
+from optbench.optim.factory import (
+    build_optimizer,
+    optimizer_config,
+    optimizer_from_groups,
+    with_resolved_optimizer,
+)
 from optbench.optim.param_groups import parameter_groups
 from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, optimizer_info
 
@@ -12,4 +17,5 @@ __all__ = [
     "optimizer_from_groups",
     "optimizer_info",
     "parameter_groups",
+    "with_resolved_optimizer",
 ]

@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from optbench.errors import UserError
@@ -100,6 +100,15 @@ def resolve_optimizer_config(cfg: DictConfig) -> DictConfig:
     }
     merged = OmegaConf.merge(base, overrides)
     return OmegaConf.merge(merged, {k: cfg[k] for k in LOOKAHEAD_KEYS if k in cfg})
+
+
+def with_resolved_optimizer(cfg: DictConfig) -> DictConfig:
+    """A run config whose `optimizer` node is resolved, so everything that reads
+    `cfg.optimizer.lr` (schedules, logs, the LR finder) sees the LR the optimizer gets."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.optimizer = resolve_optimizer_config(cfg.optimizer)
+    return cfg
 
 
 def build_optimizer(

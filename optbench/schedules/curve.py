@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.models import build_model
-from optbench.optim import build_optimizer
+from optbench.optim import build_optimizer, with_resolved_optimizer
 from optbench.optim.momentum import momentum_coefficient
 from optbench.schedules.momentum import MomentumSchedule
 from optbench.schedules.registry import has_momentum
@@ -44,6 +44,7 @@ def schedule_curve(cfg: DictConfig) -> ScheduleCurve:
     Plateau schedules move on validation metrics, which only training produces: their
     curve is the LR before any reduction.
     """
+    cfg = with_resolved_optimizer(cfg)
     plan = plan_run(cfg)
     with torch.device("meta"):
         model = build_model(cfg.model, plan.dataset)

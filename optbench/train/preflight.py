@@ -13,7 +13,7 @@ from optbench.errors import UserError
 from optbench.lr_finder.finder import check_counts, check_rule, lr_finder_needed
 from optbench.lr_finder.range_test import RangeTestSettings
 from optbench.models import build_model
-from optbench.optim import build_optimizer
+from optbench.optim import build_optimizer, with_resolved_optimizer
 from optbench.schedules import build_schedule, has_momentum
 from optbench.schedules.momentum import MomentumSchedule
 from optbench.train.plan import RunPlan, plan_run
@@ -29,6 +29,7 @@ def is_auto(value: object) -> bool:
 
 def check_train_config(cfg: DictConfig) -> RunPlan:
     """Raise a one-line UserError for anything in `cfg` that would fail or mislead a run."""
+    cfg = with_resolved_optimizer(cfg)
     plan = plan_run(cfg)
     if cfg.trainer.on_nonfinite not in NONFINITE_POLICIES:
         raise UserError(

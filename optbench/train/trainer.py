@@ -17,6 +17,7 @@ from optbench.data import Batch
 from optbench.errors import UserError
 from optbench.lr_finder.finder import find_lr, lr_finder_needed, scale_group_lrs, with_found_lr
 from optbench.lr_finder.outputs import write_outputs
+from optbench.optim import with_resolved_optimizer
 from optbench.schedules import Schedule, build_schedule, has_momentum
 from optbench.schedules.curve import lr_range
 from optbench.schedules.momentum import MomentumSchedule
@@ -94,6 +95,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     holds it, and ends exactly as the uninterrupted run would have.
     """
     wall_start = time.perf_counter()
+    cfg = with_resolved_optimizer(cfg)
     plan = plan_run(cfg)
     t = cfg.trainer
     resume = _find_resume(t.resume, run_dir)
