@@ -102,6 +102,21 @@ def test_resuming_with_a_different_config_is_refused(fast_cfg, tmp_path):
         )
 
 
+def test_resuming_may_change_what_is_only_bookkeeping(fast_cfg, tmp_path):
+    train(fast_cfg("trainer.epochs=2", "trainer.keep_checkpoints=2"), tmp_path)
+    checkpoint.list_checkpoints(tmp_path)[0].unlink()  # back to the end of epoch 1
+    resumed = train(
+        fast_cfg(
+            "trainer.epochs=2",
+            "trainer.resume=auto",
+            "trainer.diagnostics_interval=3",
+            "trainer.log_interval=2",
+        ),
+        tmp_path,
+    )
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+
+
 def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_the_last_good_state(fast_cfg, tmp_path):
     results = train(
         fast_cfg("optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant", "trainer.epochs=2"),

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from optbench.lr_finder.finder import check_counts, check_rule, find_lr
+from optbench.lr_finder.finder import FinderSettings, find_lr
 from optbench.lr_finder.outputs import suggestions_table, write_outputs
-from optbench.lr_finder.range_test import RangeTestSettings
 from optbench.tracking.console import console
 from optbench.train.plan import plan_run
 from optbench.train.preflight import check_train_config
@@ -20,9 +19,7 @@ BUILD_LR = 1.0
 
 def check_lr_find_config(cfg: DictConfig) -> None:
     check_train_config(cfg)
-    RangeTestSettings.from_config(cfg.lr_find)
-    check_rule(cfg.lr_find)
-    check_counts(cfg.lr_find)
+    FinderSettings.from_config(cfg.lr_find)
 
 
 def label(cfg: DictConfig) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from optbench.checks import require_int
 from optbench.data import Batch, DeviceBatches
 from optbench.errors import UserError
 from optbench.lr_finder.curve import smooth
@@ -40,18 +41,25 @@ class FinderResult:
         return self.suggestions[self.rule]
 
 
-def check_rule(cfg: DictConfig) -> str:
-    if cfg.rule not in RULES:
-        raise UserError(f"lr_find.rule must be one of {', '.join(RULES)}, got '{cfg.rule}'")
-    return cfg.rule
+@dataclass(frozen=True)
+class FinderSettings:
+    """The whole `lr_find:` block: the range test's settings and how the finder uses them."""
 
+    test: RangeTestSettings
+    rule: str  # the suggestion `auto` uses
+    seeds: int
+    validation_batches: int
 
-def check_counts(cfg: DictConfig) -> None:
-    for key in ("seeds", "validation_batches"):
-        value = cfg[key]
-        minimum = 1 if key == "seeds" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise UserError(f"lr_find.{key} must be an integer >= {minimum}, got {value!r}")
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> FinderSettings:
+        if cfg.rule not in RULES:
+            raise UserError(f"lr_find.rule must be one of {', '.join(RULES)}, got '{cfg.rule}'")
+        return cls(
+            RangeTestSettings.from_config(cfg),
+            cfg.rule,
+            require_int(cfg.seeds, "lr_find.seeds", 1),
+            require_int(cfg.validation_batches, "lr_find.validation_batches", 0),
+        )
 
 
 def _endless(batches: DeviceBatches, first_epoch: int) -> Iterator[Batch]:
@@ -67,9 +75,8 @@ def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> Finde
     The ladder's LR is the optimizer's base LR (`reference_lr`): every parameter group's LR
     moves in proportion, keeping LR multipliers and layer decay.
     """
-    settings = RangeTestSettings.from_config(cfg)
-    rule = check_rule(cfg)
-    check_counts(cfg)
+    finder = FinderSettings.from_config(cfg)
+    settings, rule = finder.test, finder.rule
     optimizer, step, model = setup.optimizer, setup.step, setup.model
     ratios = [group["lr"] / reference_lr for group in optimizer.param_groups]
 
@@ -78,11 +85,11 @@ def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> Finde
             group["lr"] = lr * ratio
 
     measure = None
-    if cfg.validation_batches:
+    if finder.validation_batches:
         held_out = [
             batch
             for _, batch in zip(
-                range(cfg.validation_batches), setup.test_batches.epoch(0), strict=False
+                range(finder.validation_batches), setup.test_batches.epoch(0), strict=False
             )
         ]
         measure = lambda: evaluate_batches(step, held_out)["loss"]  # noqa: E731
@@ -90,7 +97,7 @@ def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> Finde
     snapshot = TrainingSnapshot.take(model, optimizer, step.scaler)
     curves = []
     try:
-        for seed in range(cfg.seeds):
+        for seed in range(finder.seeds):
             snapshot.restore(model, optimizer, step.scaler)
             model.train()
             batches = _endless(setup.train_batches, FIRST_EPOCH + EPOCHS_PER_SEED * seed)

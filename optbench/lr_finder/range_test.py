@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from omegaconf import DictConfig
 
+from optbench.checks import require_fraction, require_int, require_number, require_positive
 from optbench.errors import UserError
 from optbench.lr_finder.curve import DebiasedEMA, divergence_ratio, lr_ladder
 from optbench.train.step import NonFiniteStep
@@ -41,42 +42,22 @@ class RangeTestSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RangeTestSettings:
-        """Read and check the `lr_find:` block."""
-
-        def number(key: str) -> float:
-            value = cfg[key]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise UserError(f"lr_find.{key} must be a number, got {value!r}")
-            return float(value)
-
-        def integer(key: str, minimum: int) -> int:
-            value = cfg[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise UserError(f"lr_find.{key} must be an integer >= {minimum}, got {value!r}")
-            return value
-
-        start, end = number("start_lr"), number("end_lr")
+        """Read and check the range test's keys of the `lr_find:` block."""
+        start = require_number(cfg.start_lr, "lr_find.start_lr")
+        end = require_number(cfg.end_lr, "lr_find.end_lr")
         if not 0 < start < end:
             raise UserError(f"lr_find needs 0 < start_lr < end_lr, got {start:g} and {end:g}")
         if cfg.mode not in ("exp", "linear"):
             raise UserError(f"lr_find.mode must be exp or linear, got '{cfg.mode}'")
-        if not 0 <= number("smoothing") < 1:
-            raise UserError(f"lr_find.smoothing must be in [0, 1), got {cfg.smoothing}")
-        if number("diverge_factor") <= 0:
-            raise UserError(f"lr_find.diverge_factor must be positive, got {cfg.diverge_factor}")
         return cls(
             start_lr=start,
             end_lr=end,
-            num_iter=integer("num_iter", 2),
+            num_iter=require_int(cfg.num_iter, "lr_find.num_iter", 2),
             mode=cfg.mode,
-            batches_per_step=integer("batches_per_step", 1),
-            smoothing=float(cfg.smoothing),
-            diverge_factor=float(cfg.diverge_factor),
-            patience=integer("patience", 1),
+            batches_per_step=require_int(cfg.batches_per_step, "lr_find.batches_per_step", 1),
+            smoothing=require_fraction(cfg.smoothing, "lr_find.smoothing"),
+            diverge_factor=require_positive(cfg.diverge_factor, "lr_find.diverge_factor"),
+            patience=require_int(cfg.patience, "lr_find.patience", 1),
         )
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import numbers
-from importlib import resources
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from optbench.checks import is_number
+from optbench.config import group_option
 from optbench.errors import UserError
 from optbench.optim.param_groups import parameter_groups
 from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, load_object, optimizer_info
@@ -31,25 +31,21 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
     """Raise a one-line UserError for values no optimizer accepts."""
 
     def fail(key: str, rule: str) -> None:
         raise UserError(f"optimizer={name}: {key} must be {rule}, got {hparams[key]!r}")
 
-    if "lr" in hparams and not (_is_number(hparams["lr"]) and hparams["lr"] > 0):
+    if "lr" in hparams and not (is_number(hparams["lr"]) and hparams["lr"] > 0):
         fail("lr", "a positive number")
     for key in ("weight_decay", "momentum"):
-        if key in hparams and not _is_number(hparams[key]):
+        if key in hparams and not is_number(hparams[key]):
             fail(key, "a number")
     eps = hparams.get("eps", 1.0)
     # Adafactor's eps is a pair, either part of which may be left to its default.
     if not all(
-        e is None or (_is_number(e) and e > 0) for e in (eps if isinstance(eps, tuple) else (eps,))
+        e is None or (is_number(e) and e > 0) for e in (eps if isinstance(eps, tuple) else (eps,))
     ):
         fail("eps", "positive")
     if hparams.get("weight_decay", 0) < 0:
@@ -58,7 +54,7 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
         fail("momentum", "in [0, 1)")
     if "betas" in hparams:
         betas = hparams["betas"]
-        if not (isinstance(betas, tuple) and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        if not (isinstance(betas, tuple) and all(is_number(b) and 0 <= b < 1 for b in betas)):
             fail("betas", "a list of numbers in [0, 1)")
 
 
@@ -78,8 +74,7 @@ def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimize
 def optimizer_config(name: str) -> DictConfig:
     """The documented defaults of optimizer `name`: its file in configs/optimizer/."""
     optimizer_info(name)
-    text = (resources.files("optbench.configs") / "optimizer" / f"{name}.yaml").read_text()
-    return OmegaConf.create(text)
+    return group_option("optimizer", name)
 
 
 def resolve_optimizer_config(cfg: DictConfig) -> DictConfig:

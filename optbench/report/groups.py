@@ -9,24 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optbench.config import is_bookkeeping
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, Run
 
 SEED_KEY = "trainer.seed"
 # Settings that change where or how a run logs, not what it trains; never a group of their own
 # (the trainer lets a resumed run change the same ones).
-BOOKKEEPING = (
-    "paths.",
-    "dataset.root",
-    "dataset.download",
-    "dataset.search_dirs",
-    "trainer.device",
-    "trainer.progress",
-    "trainer.log_interval",
-    "trainer.resume",
-    "trainer.checkpoint_every",
-    "trainer.keep_checkpoints",
-    "trainer.targets",  # which accuracies results.json times; the report times its own
-)
+# Which accuracies a run's results.json times: the report times its own targets.
+REPORT_BOOKKEEPING = ("trainer.targets",)
 # Keys of these sections describe the problem being solved; the other swept keys, the method.
 WORKLOAD_SECTIONS = ("dataset", "model")
 
@@ -88,7 +78,11 @@ def swept_keys(runs: list[Run]) -> list[str]:
         return any(len({key in r.config for r in members}) > 1 for members in sweeps.values())
 
     keys = dict.fromkeys(k for r in configured for k in r.config)
-    return [k for k in keys if k != SEED_KEY and not k.startswith(BOOKKEEPING) and differs(k)]
+    return [
+        k
+        for k in keys
+        if k != SEED_KEY and not is_bookkeeping(k) and k not in REPORT_BOOKKEEPING and differs(k)
+    ]
 
 
 def shown_keys(runs: list[Run], swept: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from optbench.config import flatten
 from optbench.errors import UserError
 
 # Hydra writes .hydra/ when it starts a job; the trainer writes results.json when it ends.
@@ -96,20 +97,6 @@ def load_run(path: Path) -> Run:
     sweep = path.parent if (path.parent / "multirun.yaml").is_file() else path
     metrics = _read_jsonl(path / "metrics.jsonl")
     return Run(path, sweep, config, config_file is not None, results, metrics)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"a.b.c": leaf}; lists and empty dicts become compact JSON text,
-    so every value is hashable and two runs compare equal exactly when their settings do."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, list | dict):
-            flat[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

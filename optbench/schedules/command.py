@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from rich.table import Table
 
+from optbench.config import group_option
 from optbench.errors import UserError
 from optbench.figures import new_figure, save_png
 from optbench.schedules.curve import ScheduleCurve, schedule_curve
@@ -31,9 +31,7 @@ CSV_NAME, PNG_NAME, OVERLAY_NAME = "schedule.csv", "schedule.png", "schedules.pn
 def scheduler_config(name: str) -> DictConfig:
     """The documented defaults of scheduler `name`: its file in configs/scheduler/."""
     scheduler_info(name)
-    return OmegaConf.create(
-        (resources.files("optbench.configs") / "scheduler" / f"{name}.yaml").read_text()
-    )
+    return group_option("scheduler", name)
 
 
 def with_scheduler(cfg: DictConfig, name: str) -> DictConfig:

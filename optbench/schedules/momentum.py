@@ -10,21 +10,14 @@ extra state.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from optbench.checks import require_fraction
 from optbench.errors import UserError
 from optbench.optim.momentum import keeps_momentum, scale_momentum, set_momentum_coefficient
 
 SCHEDULES = ("none", "cyclic", "piecewise")
-
-
-def _coefficient(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise UserError(f"momentum.{key} must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _mapping(value: object) -> dict:
@@ -60,9 +53,12 @@ class MomentumSchedule:
         self.kind = cfg.schedule
         self.steps_per_epoch = steps_per_epoch
         self.rescale = bool(cfg.rescale_buffers)
-        self.low, self.high = _coefficient(cfg.low, "low"), _coefficient(cfg.high, "high")
+        self.low, self.high = (
+            require_fraction(cfg.low, "momentum.low"),
+            require_fraction(cfg.high, "momentum.high"),
+        )
         self.milestones = sorted(
-            (_epoch(k, "milestones"), _coefficient(v, "milestones"))
+            (_epoch(k, "milestones"), require_fraction(v, "momentum.milestones"))
             for k, v in _mapping(cfg.milestones).items()
         )
         self.resets = {_epoch(e, "reset_at_epochs") for e in cfg.reset_at_epochs}

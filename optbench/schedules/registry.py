@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch.optim import lr_scheduler as torch_schedulers
 
+from optbench.checks import is_number
 from optbench.errors import UserError
 from optbench.schedules.factors import CosineFactor, CosineRestartsFactor
 
@@ -40,7 +41,7 @@ class Horizon:
                 raise UserError(
                     f"scheduler.{key} must be epochs or a percentage like '25%', got '{value}'"
                 ) from None
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif is_number(value):
             steps = round(value * self.steps_per_epoch)
         else:
             raise UserError(

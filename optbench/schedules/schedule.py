@@ -7,12 +7,12 @@ scheduler's business, not the user's.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from optbench.checks import is_number
 from optbench.errors import UserError
 from optbench.schedules.registry import SCHEDULERS, Horizon, SchedulerInfo
 
@@ -81,7 +81,7 @@ class Schedule:
 
 def warmup_steps(warmup: Any, total_steps: int) -> int:
     """`scheduler.warmup` in optimizer steps: an integer is steps, a float in (0, 1) a fraction."""
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real):
+    if not is_number(warmup):
         raise UserError(f"scheduler.warmup must be a number of steps or a fraction, got {warmup!r}")
     if isinstance(warmup, float) and not warmup.is_integer():
         if not 0 < warmup < 1:
@@ -126,7 +126,7 @@ def build_schedule(
     if not 0 <= start_factor <= 1:
         raise UserError(f"scheduler.warmup_start_factor must be in [0, 1], got {start_factor}")
     max_lr = cfg.get("max_lr")
-    if max_lr is not None and not (isinstance(max_lr, numbers.Real) and max_lr > 0):
+    if max_lr is not None and not (is_number(max_lr) and max_lr > 0):
         raise UserError(f"scheduler.max_lr must be a positive number, null or auto, got {max_lr!r}")
     horizon = Horizon(
         steps=total_steps - warmup,

@@ -44,6 +44,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from optbench.checks import is_number, require_int
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, one_line
 from optbench.tracking.files import atomic_write_json, atomic_write_text, json_safe
@@ -107,11 +108,11 @@ def read_settings(cfg: DictConfig) -> Settings:
     optimizers = tuple(t.get("optimizers") or ())
     if not optimizers or len(set(optimizers)) != len(optimizers):
         raise UserError(f"tuning.optimizers must list distinct optimizers, got {list(optimizers)}")
-    trials = _int_at_least(t.get("trials"), "tuning.trials", 1)
-    seed = _int_at_least(t.get("seed"), "tuning.seed", 0)
+    trials = require_int(t.get("trials"), "tuning.trials", 1)
+    seed = require_int(t.get("seed"), "tuning.seed", 0)
     eval_seeds = tuple(t.get("eval_seeds") or ())
     for s in eval_seeds:
-        _int_at_least(s, "each of tuning.eval_seeds", 0)
+        require_int(s, "each of tuning.eval_seeds", 0)
     if not eval_seeds or len(set(eval_seeds)) != len(eval_seeds):
         raise UserError(f"tuning.eval_seeds must list distinct seeds, got {list(eval_seeds)}")
     if seed in eval_seeds:
@@ -127,14 +128,8 @@ def read_settings(cfg: DictConfig) -> Settings:
                 f"add e.g. '+tuning.spaces.{name}={{lr: [1.0e-4, 1.0e-1]}}'"
             )
         spaces[name] = _space(spaces_cfg[name], f"tuning.spaces.{name}")
-    sobol_seed = _int_at_least(t.get("sobol_seed"), "tuning.sobol_seed", 0)
+    sobol_seed = require_int(t.get("sobol_seed"), "tuning.sobol_seed", 0)
     return Settings(optimizers, trials, seed, eval_seeds, sobol_seed, spaces)
-
-
-def _int_at_least(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _space(space: Any, key: str) -> dict[str, tuple[float, float]]:
@@ -145,7 +140,7 @@ def _space(space: Any, key: str) -> dict[str, tuple[float, float]]:
         ok = (
             isinstance(bounds, list)
             and len(bounds) == 2
-            and all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            and all(is_number(b) for b in bounds)
             and 0 < bounds[0] < bounds[1]
         )
         if not ok:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
+from optbench.checks import is_number, require_int, require_positive
 from optbench.errors import UserError
 from optbench.toy.functions import ToyFunction, toy_function
 from optbench.toy.plot import animate_trajectories, plot_trajectories
@@ -40,22 +39,6 @@ SUMMARY_COLUMNS = (
     "optimizer", "lr", "lr_source", "status", "diverged_at_step",
     "final_loss", "distance_to_minimum", "steps_to_threshold",
 )  # fmt: skip
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(value: Any, key: str) -> float:
-    if not (_is_number(value) and value > 0):
-        raise UserError(f"{key} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -90,7 +73,7 @@ def _lr_overrides(cfg: DictConfig, names: list[str]) -> dict[str, float]:
             raise UserError(
                 f"lr.{name} is set, but {name} is not in optimizers ({', '.join(names)})"
             )
-        _positive(lr, f"lr.{name}")
+        require_positive(lr, f"lr.{name}")
     return lrs
 
 
@@ -98,9 +81,7 @@ def _start(cfg: DictConfig, function: ToyFunction) -> tuple[float, float]:
     if cfg.start is None:
         return function.start
     start = list(cfg.start) if isinstance(cfg.start, ListConfig) else None
-    if not (
-        start and len(start) == 2 and all(_is_number(v) and abs(v) <= cfg.bound for v in start)
-    ):
+    if not (start and len(start) == 2 and all(is_number(v) and abs(v) <= cfg.bound for v in start)):
         raise UserError(
             f"start must be [x, y], two numbers within the bound {cfg.bound:g}, got {cfg.start!r}"
         )
@@ -119,10 +100,10 @@ def check_toy_config(cfg: DictConfig) -> None:
     """Raise a one-line UserError for anything in `cfg` that would fail or mislead the run."""
     function = toy_function(cfg.function)
     lrs = planned_lrs(cfg, function)
-    _integer(cfg.steps, "steps", 1)
-    _integer(cfg.seed, "seed", 0)
-    _positive(cfg.threshold, "threshold")
-    _positive(cfg.bound, "bound")
+    require_int(cfg.steps, "steps", 1)
+    require_int(cfg.seed, "seed", 0)
+    require_positive(cfg.threshold, "threshold")
+    require_positive(cfg.bound, "bound")
     _start(cfg, function)
     if cfg.impl not in IMPLS:
         raise UserError(f"impl must be one of {', '.join(IMPLS)}, got {cfg.impl!r}")
@@ -131,11 +112,11 @@ def check_toy_config(cfg: DictConfig) -> None:
     if not isinstance(factors, ListConfig) or not factors:
         raise UserError(f"lr_grid.factors must be a list of positive numbers, got {factors!r}")
     for factor in factors:
-        _positive(factor, "every lr_grid.factors entry")
+        require_positive(factor, "every lr_grid.factors entry")
     _flag(cfg.plot.loss_panel, "plot.loss_panel")
     _flag(cfg.plot.gif, "plot.gif")
-    _integer(cfg.plot.gif_frames, "plot.gif_frames", 2)
-    _integer(cfg.plot.gif_fps, "plot.gif_fps", 1)
+    require_int(cfg.plot.gif_frames, "plot.gif_frames", 2)
+    require_int(cfg.plot.gif_fps, "plot.gif_fps", 1)
     # Build each optimizer once on a throwaway point: the factory's own checks (a missing
     # reference implementation, a rejected hyperparameter) then fail before anything runs.
     for name, (lr, _) in lrs.items():

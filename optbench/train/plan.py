@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from optbench.checks import require_int, require_positive
 from optbench.data import DatasetInfo, dataset_info
 from optbench.errors import UserError
 from optbench.optim.registry import optimizer_info
 
 AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
+# The trainer's other integer settings and their smallest allowed value.
+INTEGER_SETTINGS = {
+    "eval_batch_size": 1,
+    "eval_interval": 1,
+    "log_interval": 1,
+    "diagnostics_interval": 0,
+    "checkpoint_every": 0,
+    "keep_checkpoints": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -73,29 +81,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _require_int(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"trainer.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Check the `trainer:` settings and count batches and optimizer steps."""
     t = cfg.trainer
-    epochs = _require_int(t.epochs, "epochs", 1)
-    batch_size = _require_int(t.batch_size, "batch_size", 1)
-    _require_int(t.eval_batch_size, "eval_batch_size", 1)
-    accumulation = _require_int(t.accumulation, "accumulation", 1)
-    _require_int(t.eval_interval, "eval_interval", 1)
-    _require_int(t.log_interval, "log_interval", 1)
+    epochs = require_int(t.epochs, "trainer.epochs", 1)
+    batch_size = require_int(t.batch_size, "trainer.batch_size", 1)
+    accumulation = require_int(t.accumulation, "trainer.accumulation", 1)
+    for key, minimum in INTEGER_SETTINGS.items():
+        require_int(t[key], f"trainer.{key}", minimum)
     if t.amp not in AMP_MODES:
         raise UserError(f"trainer.amp must be one of {', '.join(AMP_MODES)}, got '{t.amp}'")
     if t.clip.mode not in CLIP_MODES:
         raise UserError(
             f"trainer.clip.mode must be one of {', '.join(CLIP_MODES)}, got '{t.clip.mode}'"
         )
-    if t.clip.mode != "none" and not (isinstance(t.clip.max, numbers.Real) and t.clip.max > 0):
-        raise UserError(f"trainer.clip.max must be a positive number, got {t.clip.max!r}")
+    if t.clip.mode != "none":
+        require_positive(t.clip.max, "trainer.clip.max")
     device = resolve_device(str(t.device))
     if t.amp == "fp16" and device.type != "cuda":
         raise UserError(

@@ -10,8 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.errors import UserError
-from optbench.lr_finder.finder import check_counts, check_rule, lr_finder_needed
-from optbench.lr_finder.range_test import RangeTestSettings
+from optbench.lr_finder.finder import FinderSettings, lr_finder_needed
 from optbench.models import build_model
 from optbench.optim import build_optimizer, with_resolved_optimizer
 from optbench.schedules import build_schedule, has_momentum
@@ -35,18 +34,8 @@ def check_train_config(cfg: DictConfig) -> RunPlan:
         raise UserError(
             f"trainer.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{cfg.trainer.on_nonfinite}'"
         )
-    if not (isinstance(cfg.trainer.checkpoint_every, int) and cfg.trainer.checkpoint_every >= 0):
-        raise UserError(
-            f"trainer.checkpoint_every must be an integer >= 0, got {cfg.trainer.checkpoint_every!r}"
-        )
-    if not (isinstance(cfg.trainer.keep_checkpoints, int) and cfg.trainer.keep_checkpoints >= 1):
-        raise UserError(
-            f"trainer.keep_checkpoints must be an integer >= 1, got {cfg.trainer.keep_checkpoints!r}"
-        )
     if lr_finder_needed(cfg):
-        RangeTestSettings.from_config(cfg.lr_find)
-        check_rule(cfg.lr_find)
-        check_counts(cfg.lr_find)
+        FinderSettings.from_config(cfg.lr_find)
     optimizer_cfg, scheduler_cfg = cfg.optimizer.copy(), cfg.scheduler.copy()
     if is_auto(optimizer_cfg.get("lr")):
         optimizer_cfg.lr = _AUTO_PLACEHOLDER

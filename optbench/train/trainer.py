@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from optbench.config import flatten, is_bookkeeping
 from optbench.data import Batch
 from optbench.errors import UserError
 from optbench.lr_finder.finder import find_lr, lr_finder_needed, scale_group_lrs, with_found_lr
@@ -38,11 +39,6 @@ log = logging.getLogger("optbench")
 
 # The optimizer is built with this LR when it is `auto`; the range test then sets it.
 LR_FINDER_BUILD_LR = 1.0
-
-# Settings a resumed run may change: they do not alter what is computed.
-RESUMABLE_CHANGES = ("trainer.resume", "trainer.device", "trainer.progress", "trainer.log_interval",
-                     "trainer.checkpoint_every", "trainer.keep_checkpoints", "paths", "dataset.root",
-                     "dataset.download", "dataset.search_dirs")  # fmt: skip
 
 
 @dataclass
@@ -392,17 +388,11 @@ def _find_resume(setting: str | None, run_dir: Path) -> tuple[Path, dict[str, An
 def _check_resumable(cfg: DictConfig, payload: dict[str, Any], run_dir: Path) -> None:
     """A resumed run must compute what the interrupted one did: same config, bar bookkeeping."""
 
-    def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out = {}
-        for key, value in config.items():
-            name = f"{prefix}{key}"
-            if any(name == k or name.startswith(k + ".") for k in RESUMABLE_CHANGES):
-                continue
-            out |= flat(value, name + ".") if isinstance(value, dict) else {name: value}
-        return out
+    def settings(config: DictConfig) -> dict[str, Any]:
+        flat = flatten(OmegaConf.to_container(config, resolve=True))
+        return {k: v for k, v in flat.items() if not is_bookkeeping(k)}
 
-    saved = flat(OmegaConf.to_container(OmegaConf.create(payload["config"]), resolve=True))
-    now = flat(OmegaConf.to_container(cfg, resolve=True))
+    saved, now = settings(OmegaConf.create(payload["config"])), settings(cfg)
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if changed:
         details = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
