@@ -50,8 +50,13 @@ class DeviceBatches:
             images = F.pad(images, [crop_padding] * 4)
         self.images = images
         self.labels = split.labels.to(device)
-        self.height, self.width = split.images.shape[-2:]
+        height, width = split.images.shape[-2:]
         channels = split.images.shape[1]
+        # Index grids of a crop, made once: a batch's crop only adds its offsets to them.
+        self.sample_index = torch.arange(batch_size, device=device)[:, None, None, None]
+        self.channel_index = torch.arange(channels, device=device)[None, :, None, None]
+        self.row_index = torch.arange(height, device=device)
+        self.col_index = torch.arange(width, device=device)
         # Normalise straight from the uint8 scale: (x - 255 mean) / (255 std).
         self.mean = torch.tensor(mean, device=device).mul(255).view(1, channels, 1, 1)
         self.std = torch.tensor(std, device=device).mul(255).view(1, channels, 1, 1)
@@ -89,13 +94,11 @@ class DeviceBatches:
 
     def _crop(self, padded: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """Cut each padded image's window at its own (dy, dx) offset in one gather."""
-        batch, channels = padded.shape[:2]
-        device = padded.device
-        rows = shifts[:, 0, None] + torch.arange(self.height, device=device)  # (B, H)
-        cols = shifts[:, 1, None] + torch.arange(self.width, device=device)  # (B, W)
+        rows = shifts[:, 0, None] + self.row_index  # (B, H)
+        cols = shifts[:, 1, None] + self.col_index  # (B, W)
         return padded[
-            torch.arange(batch, device=device)[:, None, None, None],
-            torch.arange(channels, device=device)[None, :, None, None],
+            self.sample_index[: len(shifts)],
+            self.channel_index,
             rows[:, None, :, None],
             cols[:, None, None, :],
         ]

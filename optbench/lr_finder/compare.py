@@ -3,19 +3,18 @@ end of `optbench lr-find -m ...` (a Hydra callback)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
 
-from optbench.errors import UserError
+from optbench.errors import ArgumentParser, UserError
 from optbench.figures import new_figure, save_png
 from optbench.lr_finder.outputs import CSV_NAME, JSON_NAME
 from optbench.tracking.console import console
@@ -90,13 +89,8 @@ def _loss_at(curve: list[tuple[float, float]], lr: float) -> float:
     return min(finite)[1] if finite else math.nan
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
-
-
 def run_lr_compare(args: list[str]) -> int:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="optbench lr-compare",
         description="Overlay the LR range tests found under the given folders (e.g. an lr-find -m sweep).",
     )

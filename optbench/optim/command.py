@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import NoReturn
-
 from rich.table import Table
 
-from optbench.errors import UserError
+from optbench.errors import ArgumentParser
 from optbench.optim.factory import optimizer_config
 from optbench.optim.registry import OPTIMIZERS
 from optbench.tracking.console import console
@@ -45,13 +42,8 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
-
-
 def run_optimizers(args: list[str]) -> int:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="optbench optimizers", description="List every optimizer optimizer=<name> accepts."
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")

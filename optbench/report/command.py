@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
 
 from rich.measure import Measurement
 from rich.table import Table
 
-from optbench.errors import UserError
+from optbench.errors import ArgumentParser
 from optbench.report.comparison import Comparison, compare
 from optbench.report.document import (
     PLOTS,
@@ -32,13 +31,6 @@ Writes report.md, report.csv (one row per group), runs.csv (one row per run) and
 with two or more workloads (dataset + model), performance profiles of time to target too."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake as a UserError: one line, exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
-
-
 def _accuracy(text: str) -> float:
     try:
         value = float(text)
@@ -50,7 +42,7 @@ def _accuracy(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="optbench report", description=DESCRIPTION)
+    p = ArgumentParser(prog="optbench report", description=DESCRIPTION)
     p.add_argument(
         "dirs",
         nargs="+",

@@ -82,6 +82,7 @@ def summary(curve: ScheduleCurve) -> dict[str, Any]:
     peak = max(range(len(lrs)), key=lrs.__getitem__)
     row = {
         "scheduler": curve.name,
+        "implementation": scheduler_info(curve.name).implementation,
         "steps": f"{curve.total_steps} ({curve.steps_per_epoch}/epoch)",
         "warm-up end": f"step {curve.warmup_steps}: {lrs[curve.warmup_steps]:.3g}"
         if curve.warmup_steps
@@ -101,7 +102,7 @@ def summary_table(curves: list[ScheduleCurve]) -> Table:
     table = Table(title="LR schedule (first parameter group)", title_justify="left")
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(row.get(c, "-") for c in columns))
     return table

@@ -15,7 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.checks import require_fraction
 from optbench.errors import UserError
-from optbench.optim.momentum import keeps_momentum, scale_momentum, set_momentum_coefficient
+from optbench.optim.momentum import (
+    keeps_momentum,
+    reset_momentum,
+    scale_momentum,
+    set_momentum_coefficient,
+)
 
 SCHEDULES = ("none", "cyclic", "piecewise")
 
@@ -108,6 +113,6 @@ class MomentumSchedule:
     def epoch_start(self, epoch: int) -> None:
         """Reset or scale the buffers as epoch `epoch` (counted from 0) begins."""
         if epoch in self.resets:
-            scale_momentum(self.optimizer, 0.0)
+            reset_momentum(self.optimizer)
         if epoch in self.scales:
             scale_momentum(self.optimizer, self.scales[epoch])

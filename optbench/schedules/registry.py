@@ -179,7 +179,7 @@ def _plateau(opt, cfg, horizon):
     )
 
 
-_TORCH = "torch.optim.lr_scheduler."
+_TORCH = "torch "  # torch.optim.lr_scheduler.
 SCHEDULERS: dict[str, SchedulerInfo] = {
     "constant": SchedulerInfo("the optimizer's LR throughout", _TORCH + "ConstantLR", _constant),
     "step": SchedulerInfo("multiply by gamma every step_size epochs", _TORCH + "StepLR", _step),

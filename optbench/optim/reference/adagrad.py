@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from optbench.optim.reference.base import ReferenceOptimizer
 from optbench.optim.reference.checks import check_non_negative, check_positive
 
 
-class Adagrad(torch.optim.Optimizer):
+class Adagrad(ReferenceOptimizer):
     """Divide each coordinate's step by the root of its summed squared gradients (Duchi et al. 2011)."""
 
     def __init__(
@@ -37,31 +38,21 @@ class Adagrad(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+            state["step"] += 1
+            t, s, g = state["step"], state["sum"], p.grad
 
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
-                state["step"] += 1
-                t, s, g = state["step"], state["sum"], p.grad
-
-                # g = g + weight_decay * p
-                # lr_t = lr / (1 + (t - 1) * lr_decay)
-                # s = s + g^2
-                # p = p - lr_t * g / (sqrt(s) + eps)
-                if group["weight_decay"] != 0:
-                    g = g.add(p, alpha=group["weight_decay"])
-                lr_t = group["lr"] / (1 + (t - 1) * group["lr_decay"])
-                s.addcmul_(g, g)
-                p.addcdiv_(g, s.sqrt().add_(group["eps"]), value=-lr_t)
-        return loss
+            # g = g + weight_decay * p
+            # lr_t = lr / (1 + (t - 1) * lr_decay)
+            # s = s + g^2
+            # p = p - lr_t * g / (sqrt(s) + eps)
+            if group["weight_decay"] != 0:
+                g = g.add(p, alpha=group["weight_decay"])
+            lr_t = group["lr"] / (1 + (t - 1) * group["lr_decay"])
+            s.addcmul_(g, g)
+            p.addcdiv_(g, s.sqrt().add_(group["eps"]), value=-lr_t)

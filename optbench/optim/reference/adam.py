@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from optbench.optim.reference.base import ReferenceOptimizer
 from optbench.optim.reference.checks import check_betas, check_non_negative, check_positive
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(ReferenceOptimizer):
     """Step along bias-corrected moving averages of the gradient and its square (Kingma & Ba 2015).
 
     Weight decay is L2, added to the gradient (coupled); `AdamW` decouples it.
@@ -34,39 +34,25 @@ class Adam(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        for p in params:
+            state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
+            state["step"] += 1
+            t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
 
-        for group in self.param_groups:
-            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
-
-                # p = p - lr * wd * p   (AdamW)   or   g = g + wd * p   (Adam)
-                # m = beta1 * m + (1 - beta1) * g
-                # v = beta2 * v + (1 - beta2) * g^2
-                # p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
-                if wd != 0 and self.decoupled_weight_decay:
-                    p.mul_(1 - lr * wd)
-                elif wd != 0:
-                    g = g.add(p, alpha=wd)
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(group["eps"])
-                p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
-        return loss
+            # p = p - lr * wd * p   (AdamW)   or   g = g + wd * p   (Adam)
+            # m = beta1 * m + (1 - beta1) * g
+            # v = beta2 * v + (1 - beta2) * g^2
+            # p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+            if wd != 0 and self.decoupled_weight_decay:
+                p.mul_(1 - lr * wd)
+            elif wd != 0:
+                g = g.add(p, alpha=wd)
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(group["eps"])
+            p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
 
 class AdamW(Adam):

@@ -5,16 +5,17 @@ Written with `torch._foreach_*` ops: the rule is the same four lines for all ten
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from optbench.optim.reference.base import ReferenceOptimizer
 from optbench.optim.reference.checks import check_betas, check_non_negative, check_positive
 
 
-class Lion(torch.optim.Optimizer):
+class Lion(ReferenceOptimizer):
     """Step by the sign of an interpolation of momentum and gradient (Chen et al. 2023)."""
 
     def __init__(
@@ -30,35 +31,18 @@ class Lion(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        grads = [p.grad for p in params]
+        ms = [self.state_of(p, "exp_avg")["exp_avg"] for p in params]
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
 
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            ms = [self._exp_avg(p) for p in params]
-            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-
-            # p = p * (1 - lr * wd)
-            # u = sign(beta1 * m + (1 - beta1) * g)
-            # m = beta2 * m + (1 - beta2) * g
-            # p = p - lr * u
-            if wd != 0:
-                torch._foreach_mul_(params, 1 - wd * lr)
-            updates = torch._foreach_lerp(ms, grads, 1 - beta1)
-            torch._foreach_sign_(updates)
-            torch._foreach_lerp_(ms, grads, 1 - beta2)
-            torch._foreach_add_(params, updates, alpha=-lr)
-        return loss
-
-    def _exp_avg(self, p: Tensor) -> Tensor:
-        state = self.state[p]
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(p)
-        return state["exp_avg"]
+        # p = p * (1 - lr * wd)
+        # u = sign(beta1 * m + (1 - beta1) * g)
+        # m = beta2 * m + (1 - beta2) * g
+        # p = p - lr * u
+        if wd != 0:
+            torch._foreach_mul_(params, 1 - wd * lr)
+        updates = torch._foreach_lerp(ms, grads, 1 - beta1)
+        torch._foreach_sign_(updates)
+        torch._foreach_lerp_(ms, grads, 1 - beta2)
+        torch._foreach_add_(params, updates, alpha=-lr)

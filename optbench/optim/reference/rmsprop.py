@@ -5,12 +5,13 @@ Written as a plain loop over tensors: each line is one line of the rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from optbench.optim.reference.base import ReferenceOptimizer
 from optbench.optim.reference.checks import (
     check_non_negative,
     check_positive,
@@ -18,7 +19,7 @@ from optbench.optim.reference.checks import (
 )
 
 
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(ReferenceOptimizer):
     """Divide the gradient by a running root mean square of past gradients (Hinton 2012, lecture 6e).
 
     With `nesterov=True` the momentum buffer is used as PyTorch's SGD uses it, on the
@@ -56,49 +57,39 @@ class RMSprop(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        for group in self.param_groups:
-            lr, alpha, mu = group["lr"], group["alpha"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["square_avg"] = torch.zeros_like(p)
-                    if group["centered"]:
-                        state["grad_avg"] = torch.zeros_like(p)
-                    if mu > 0:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                g = p.grad
-
-                # g = g + weight_decay * p
-                # s = alpha * s + (1 - alpha) * g^2
-                # m = alpha * m + (1 - alpha) * g                         (centered)
-                # r = sqrt(s - m^2) + eps   if centered else   sqrt(s) + eps
-                if group["weight_decay"] != 0:
-                    g = g.add(p, alpha=group["weight_decay"])
-                s = state["square_avg"].mul_(alpha).addcmul_(g, g, value=1 - alpha)
+    def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        lr, alpha, mu = group["lr"], group["alpha"], group["momentum"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["square_avg"] = torch.zeros_like(p)
                 if group["centered"]:
-                    m = state["grad_avg"].lerp_(g, 1 - alpha)
-                    r = s.addcmul(m, m, value=-1).sqrt_().add_(group["eps"])
-                else:
-                    r = s.sqrt().add_(group["eps"])
+                    state["grad_avg"] = torch.zeros_like(p)
+                if mu > 0:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+            g = p.grad
 
-                if mu == 0:
-                    # p = p - lr * g / r
-                    p.addcdiv_(g, r, value=-lr)
-                    continue
-                # v = mu * v + g / r
-                # p = p - lr * (g / r + mu * v)   if nesterov else   p = p - lr * v
-                v = state["momentum_buffer"].mul_(mu).addcdiv_(g, r)
-                if group["nesterov"]:
-                    p.add_((g / r).add_(v, alpha=mu), alpha=-lr)
-                else:
-                    p.add_(v, alpha=-lr)
-        return loss
+            # g = g + weight_decay * p
+            # s = alpha * s + (1 - alpha) * g^2
+            # m = alpha * m + (1 - alpha) * g                         (centered)
+            # r = sqrt(s - m^2) + eps   if centered else   sqrt(s) + eps
+            if group["weight_decay"] != 0:
+                g = g.add(p, alpha=group["weight_decay"])
+            s = state["square_avg"].mul_(alpha).addcmul_(g, g, value=1 - alpha)
+            if group["centered"]:
+                m = state["grad_avg"].lerp_(g, 1 - alpha)
+                r = s.addcmul(m, m, value=-1).sqrt_().add_(group["eps"])
+            else:
+                r = s.sqrt().add_(group["eps"])
+
+            if mu == 0:
+                # p = p - lr * g / r
+                p.addcdiv_(g, r, value=-lr)
+                continue
+            # v = mu * v + g / r
+            # p = p - lr * (g / r + mu * v)   if nesterov else   p = p - lr * v
+            v = state["momentum_buffer"].mul_(mu).addcdiv_(g, r)
+            if group["nesterov"]:
+                p.add_((g / r).add_(v, alpha=mu), alpha=-lr)
+            else:
+                p.add_(v, alpha=-lr)

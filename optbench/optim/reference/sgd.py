@@ -10,12 +10,13 @@ Written with `torch._foreach_*` ops: each rule is the same few lines for all ten
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from optbench.optim.reference.base import ReferenceOptimizer
 from optbench.optim.reference.checks import (
     check_choice,
     check_non_negative,
@@ -26,7 +27,7 @@ from optbench.optim.reference.checks import (
 CONVENTIONS = ("pytorch", "ema", "velocity")
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(ReferenceOptimizer):
     """SGD with heavy-ball or Nesterov momentum in a chosen convention
     (Polyak 1964; Sutskever et al. 2013)."""
 
@@ -54,42 +55,25 @@ class SGD(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        grads = [p.grad for p in params]
+        lr, mu, nesterov = group["lr"], group["momentum"], group["nesterov"]
 
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            lr, mu, nesterov = group["lr"], group["momentum"], group["nesterov"]
+        # g = g + weight_decay * p
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        if mu == 0:
+            # p = p - lr * g
+            torch._foreach_add_(params, grads, alpha=-lr)
+            return
 
-            # g = g + weight_decay * p
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            if mu == 0:
-                # p = p - lr * g
-                torch._foreach_add_(params, grads, alpha=-lr)
-                continue
-
-            bufs = [self._momentum_buffer(p) for p in params]
-            if group["convention"] == "pytorch":
-                _pytorch_momentum(params, grads, bufs, lr, mu, nesterov)
-            elif group["convention"] == "ema":
-                _ema_momentum(params, grads, bufs, lr, mu, nesterov)
-            else:
-                _velocity_momentum(params, grads, bufs, lr, mu, nesterov)
-        return loss
-
-    def _momentum_buffer(self, p: Tensor) -> Tensor:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        return state["momentum_buffer"]
+        bufs = [self.state_of(p, "momentum_buffer")["momentum_buffer"] for p in params]
+        if group["convention"] == "pytorch":
+            _pytorch_momentum(params, grads, bufs, lr, mu, nesterov)
+        elif group["convention"] == "ema":
+            _ema_momentum(params, grads, bufs, lr, mu, nesterov)
+        else:
+            _velocity_momentum(params, grads, bufs, lr, mu, nesterov)
 
 
 def _pytorch_momentum(
