@@ -24,6 +24,7 @@ from optbench.lr_finder.range_test import (
     run_range_test,
 )
 from optbench.lr_finder.suggestions import RULES, suggest
+from optbench.train import checkpoint
 from optbench.train.plan import plan_run
 from optbench.train.setup import build_setup
 from optbench.train.step import NonFiniteStep, TrainStep
@@ -320,3 +321,20 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "start_lr < end_lr" in out.stderr and not any(tmp_path.iterdir())
+
+
+def test_resuming_an_auto_lr_run_reuses_the_lr_it_found(fast_cfg, tmp_path):
+    overrides = [
+        "optimizer.lr=auto",
+        "trainer.epochs=2",
+        "lr_find.num_iter=40",
+        "trainer.keep_checkpoints=2",
+    ]
+    first = train(fast_cfg(*overrides), tmp_path)
+    found = tmp_path / "lr_find" / "lr_find.json"
+    written = found.stat().st_mtime_ns
+    checkpoint.list_checkpoints(tmp_path)[0].unlink()  # back to the end of epoch 1
+    resumed = train(fast_cfg(*overrides, "trainer.resume=auto"), tmp_path)
+    assert found.stat().st_mtime_ns == written  # no second range test
+    assert resumed["lr_finder"] == first["lr_finder"]
+    assert resumed["final_test_loss"] == first["final_test_loss"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from optbench.checks import require_int
 from optbench.data import Batch, DeviceBatches
@@ -22,6 +22,10 @@ from optbench.lr_finder.suggestions import RULES, Suggestion, suggest
 from optbench.train.evaluate import evaluate_batches
 from optbench.train.setup import TrainingSetup
 
+# The LR settings `auto` may stand for, and the LR an optimizer is built with when the range
+# test will set it (any value does: the test's ladder replaces it).
+AUTO_KEYS = ("optimizer.lr", "scheduler.max_lr")
+PLACEHOLDER_LR = 1.0
 # Epoch numbers for the test's batches: far from any training epoch, one block per seed.
 FIRST_EPOCH = 1_000_000
 EPOCHS_PER_SEED = 1_000
@@ -147,20 +151,21 @@ def median_curve(
     return curve, ([min(v) for v in values], [max(v) for v in values])
 
 
+def auto_keys(cfg: DictConfig) -> list[str]:
+    """The LR keys set to `auto`: the range test decides them."""
+    return [key for key in AUTO_KEYS if OmegaConf.select(cfg, key) == "auto"]
+
+
 def lr_finder_needed(cfg: DictConfig) -> bool:
-    """Whether the config asks for an LR from the range test (`optimizer.lr=auto` or `scheduler.max_lr=auto`)."""
-    return cfg.optimizer.get("lr") == "auto" or cfg.scheduler.get("max_lr") == "auto"
+    return bool(auto_keys(cfg))
 
 
-def with_found_lr(cfg: DictConfig, lr: float) -> tuple[DictConfig, list[str]]:
-    """`cfg` with every `auto` LR replaced by `lr`, and the keys that were replaced."""
+def with_found_lr(cfg: DictConfig, lr: float | dict[str, float]) -> tuple[DictConfig, list[str]]:
+    """`cfg` with every `auto` LR replaced by `lr` (or `lr[key]`), and the keys replaced."""
     cfg = cfg.copy()
-    replaced = []
-    for key in ("optimizer.lr", "scheduler.max_lr"):
-        section, name = key.split(".")
-        if cfg[section].get(name) == "auto":
-            cfg[section][name] = float(lr)
-            replaced.append(key)
+    replaced = auto_keys(cfg)
+    for key in replaced:
+        OmegaConf.update(cfg, key, float(lr[key] if isinstance(lr, dict) else lr))
     return cfg, replaced
 
 

@@ -19,11 +19,12 @@ from rich.table import Table
 from optbench.config import group_option
 from optbench.errors import UserError
 from optbench.figures import new_figure, save_png
+from optbench.lr_finder.finder import lr_finder_needed
 from optbench.schedules.curve import ScheduleCurve, schedule_curve
 from optbench.schedules.schedule import scheduler_info
 from optbench.tracking.console import console
 from optbench.tracking.files import atomic_write_text
-from optbench.train.preflight import check_train_config, is_auto
+from optbench.train.preflight import check_train_config
 
 CSV_NAME, PNG_NAME, OVERLAY_NAME = "schedule.csv", "schedule.png", "schedules.png"
 
@@ -52,7 +53,7 @@ def compared_names(cfg: DictConfig) -> list[str]:
 
 
 def check_schedule_config(cfg: DictConfig) -> None:
-    if is_auto(cfg.optimizer.get("lr")) or is_auto(cfg.scheduler.get("max_lr")):
+    if lr_finder_needed(cfg):
         raise UserError(
             "an `auto` LR comes from the LR range test at training time; give a number to preview it"
         )

@@ -10,7 +10,12 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.errors import UserError
-from optbench.lr_finder.finder import FinderSettings, lr_finder_needed
+from optbench.lr_finder.finder import (
+    PLACEHOLDER_LR,
+    FinderSettings,
+    lr_finder_needed,
+    with_found_lr,
+)
 from optbench.models import build_model
 from optbench.optim import build_optimizer, with_resolved_optimizer
 from optbench.schedules import build_schedule, has_momentum
@@ -18,12 +23,6 @@ from optbench.schedules.momentum import MomentumSchedule
 from optbench.train.plan import RunPlan, plan_run
 
 NONFINITE_POLICIES = ("stop", "skip")
-# Stand-in for `lr: auto` / `max_lr: auto`, which the LR range test replaces at run time.
-_AUTO_PLACEHOLDER = 1.0
-
-
-def is_auto(value: object) -> bool:
-    return isinstance(value, str) and value == "auto"
 
 
 def check_train_config(cfg: DictConfig) -> RunPlan:
@@ -36,11 +35,8 @@ def check_train_config(cfg: DictConfig) -> RunPlan:
         )
     if lr_finder_needed(cfg):
         FinderSettings.from_config(cfg.lr_find)
-    optimizer_cfg, scheduler_cfg = cfg.optimizer.copy(), cfg.scheduler.copy()
-    if is_auto(optimizer_cfg.get("lr")):
-        optimizer_cfg.lr = _AUTO_PLACEHOLDER
-    if is_auto(scheduler_cfg.get("max_lr")):
-        scheduler_cfg.max_lr = _AUTO_PLACEHOLDER
+    checked, _ = with_found_lr(cfg, PLACEHOLDER_LR)  # an `auto` LR is only known at run time
+    optimizer_cfg, scheduler_cfg = checked.optimizer, checked.scheduler
     with torch.device("meta"):
         model = build_model(cfg.model, plan.dataset)
     # Built for the CPU: fused CUDA kernels refuse meta tensors, and only shapes matter here.

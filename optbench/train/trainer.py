@@ -16,7 +16,15 @@ from torch.utils.tensorboard import SummaryWriter
 from optbench.config import flatten, is_bookkeeping
 from optbench.data import Batch
 from optbench.errors import UserError
-from optbench.lr_finder.finder import find_lr, lr_finder_needed, scale_group_lrs, with_found_lr
+from optbench.lr_finder.finder import (
+    AUTO_KEYS,
+    PLACEHOLDER_LR,
+    auto_keys,
+    find_lr,
+    lr_finder_needed,
+    scale_group_lrs,
+    with_found_lr,
+)
 from optbench.lr_finder.outputs import write_outputs
 from optbench.optim import with_resolved_optimizer
 from optbench.schedules import Schedule, build_schedule, has_momentum
@@ -36,9 +44,6 @@ from optbench.train.setup import TrainingSetup, build_setup
 from optbench.train.step import NonFiniteStep
 
 log = logging.getLogger("optbench")
-
-# The optimizer is built with this LR when it is `auto`; the range test then sets it.
-LR_FINDER_BUILD_LR = 1.0
 
 
 @dataclass
@@ -100,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg = _found_lrs_from(resume[1], cfg)
         _check_resumable(cfg, resume[1], run_dir)
     finding = lr_finder_needed(cfg)
-    setup = build_setup(cfg, plan, lr=LR_FINDER_BUILD_LR if cfg.optimizer.lr == "auto" else None)
+    setup = build_setup(cfg, plan, lr=PLACEHOLDER_LR if "optimizer.lr" in auto_keys(cfg) else None)
     lr_finder = None
     if finding:
         cfg, lr_finder = _run_lr_finder(cfg, setup, run_dir)
@@ -251,9 +256,9 @@ def _run_lr_finder(
     The test restores the model, optimizer, scaler and RNG afterwards, so training starts
     exactly as it would have with the found LR written in the config.
     """
-    auto_lr = cfg.optimizer.lr == "auto"
+    auto_lr = "optimizer.lr" in auto_keys(cfg)
     reference_lr = (
-        LR_FINDER_BUILD_LR if auto_lr else cfg.optimizer.lr
+        PLACEHOLDER_LR if auto_lr else cfg.optimizer.lr
     )  # what the optimizer was built with
     result = find_lr(setup, cfg.lr_find, reference_lr=reference_lr)
     out_dir = run_dir / "lr_find"
@@ -268,7 +273,7 @@ def _run_lr_finder(
         )
     cfg, replaced = with_found_lr(cfg, lr)
     if "optimizer.lr" in replaced:
-        scale_group_lrs(setup.optimizer, lr / LR_FINDER_BUILD_LR)
+        scale_group_lrs(setup.optimizer, lr / PLACEHOLDER_LR)
     log.info(
         "lr-find: %s = %.3g (rule %s); curve in %s",
         " and ".join(replaced),
@@ -284,11 +289,7 @@ def _run_lr_finder(
 def _found_lrs_from(payload: dict[str, Any], cfg: DictConfig) -> DictConfig:
     """On resume, `auto` LRs are the values the first run found, not a new range test."""
     saved = OmegaConf.create(payload["config"])
-    cfg = cfg.copy()
-    for section, key in (("optimizer", "lr"), ("scheduler", "max_lr")):
-        if cfg[section].get(key) == "auto":
-            cfg[section][key] = saved[section].get(key)
-    return cfg
+    return with_found_lr(cfg, {key: OmegaConf.select(saved, key) for key in AUTO_KEYS})[0]
 
 
 def _advance(state: TrainState, schedule: Schedule, batches: int) -> None:
