@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from optbench.errors import UserError
 
@@ -17,27 +16,15 @@ class Command:
 
 
 def _train(args: list[str]) -> int:
-    import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+    from optbench.commands.train import check_train_config, run_train
     from optbench.hydra_command import run_hydra_command
-    from optbench.train.plan import device_for_job
-    from optbench.train.preflight import check_train_config
-    from optbench.train.trainer import objective, train
 
-    def task(cfg, run_dir: Path) -> float:
-        hydra = HydraConfig.get()
-        job_num = hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
-        cfg.trainer.device = device_for_job(cfg.trainer.device, job_num, torch.cuda.device_count())
-        return objective(train(cfg, run_dir))
-
-    return run_hydra_command("train", "train", args, task, check_train_config)
+    return run_hydra_command("train", "train", args, run_train, check_train_config)
 
 
 def _lr_find(args: list[str]) -> int:
+    from optbench.commands.lr_find import check_lr_find_config, run_lr_find
     from optbench.hydra_command import run_hydra_command
-    from optbench.lr_finder.command import check_lr_find_config, run_lr_find
 
     return run_hydra_command("lr-find", "lr_find", args, run_lr_find, check_lr_find_config)
 
@@ -49,33 +36,33 @@ def _lr_compare(args: list[str]) -> int:
 
 
 def _schedule(args: list[str]) -> int:
+    from optbench.commands.schedule import check_schedule_config, run_schedule
     from optbench.hydra_command import run_hydra_command
-    from optbench.schedules.command import check_schedule_config, run_schedule
 
     return run_hydra_command("schedule", "schedule", args, run_schedule, check_schedule_config)
 
 
 def _optimizers(args: list[str]) -> int:
-    from optbench.optim.command import run_optimizers
+    from optbench.commands.optimizers import run_optimizers
 
     return run_optimizers(args)
 
 
 def _tune(args: list[str]) -> int:
-    from optbench.sweepers.tuning import main
+    from optbench.commands.tune import main
 
     return main(args)
 
 
 def _report(args: list[str]) -> int:
-    from optbench.report.command import run_report
+    from optbench.commands.report import run_report
 
     return run_report(args)
 
 
 def _toy(args: list[str]) -> int:
+    from optbench.commands.toy import check_toy_config, run_toy
     from optbench.hydra_command import run_hydra_command
-    from optbench.toy.command import check_toy_config, run_toy
 
     return run_hydra_command("toy", "toy", args, run_toy, check_toy_config)
 

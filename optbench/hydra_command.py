@@ -9,7 +9,9 @@ with one line, and writes nothing.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,18 +91,68 @@ def job_overrides(config_name: str, overrides: list[str], multirun: bool) -> lis
     return BasicSweeper.split_arguments(combined, max_batch_size=None)[0]
 
 
+# Less free space than this where a run would be written is refused before it starts: Hydra's
+# config save would otherwise fail half-way and leave a zero-byte .hydra/config.yaml.
+MIN_FREE_BYTES = 16 * 2**20
+
+
+def check_output_location(directory: Path) -> None:
+    """`directory` can be created and written: its nearest existing ancestor is a writable
+    folder with room. A one-line UserError naming the path otherwise."""
+    ancestor = directory.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write the run to {directory}: {ancestor} is a file, not a folder")
+    try:  # a real write, not os.access: root passes permission bits, not a read-only mount
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"cannot write the run to {directory}: {ancestor} is not writable ({err.strerror})"
+        ) from None
+    free = shutil.disk_usage(ancestor).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(
+            f"cannot write the run to {directory}: only {free / 2**20:.1f} MiB free on its disk"
+        )
+
+
+def _output_dir(config_name: str, job: list[str], multirun: bool) -> Path:
+    cfg = compose(config_name, overrides=job, return_hydra_config=True)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    return Path(str(OmegaConf.select(cfg, key)))
+
+
 def preflight(
     config_name: str, overrides: list[str], multirun: bool, check: Check
 ) -> list[list[str]]:
-    """Compose and check every job; returns each job's overrides."""
+    """Compose and check every job and where it would be written; returns each job's overrides."""
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
             jobs = job_overrides(config_name, overrides, multirun)
             for job in jobs:
                 check(compose(config_name, overrides=job))
+            check_output_location(_output_dir(config_name, jobs[0], multirun))
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
     return jobs
+
+
+def remove_refused_job_dir(run_dir: Path, output_root: Path) -> None:
+    """A job refused at its start leaves no folder behind: remove `run_dir` if it holds only
+    what Hydra wrote (.hydra/ and the job's log), and the folders above it it leaves empty."""
+    if not run_dir.is_dir():
+        return
+    ours = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if ours:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = output_root.absolute()
+    parent = run_dir.absolute().parent
+    while parent != root and root in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
 
 
 def run_hydra_command(
@@ -127,10 +179,12 @@ def run_hydra_command(
 
     def hydra_task(cfg: DictConfig) -> Any:
         logging.getLogger("optbench").setLevel(logging.INFO)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            return task(cfg, Path(HydraConfig.get().runtime.output_dir))
+            return task(cfg, run_dir)
         except UserError as err:
             print(f"optbench {name}: error: {err}", file=sys.stderr)
+            remove_refused_job_dir(run_dir, Path(str(cfg.paths.output_dir)))
             sys.exit(2)
 
     # Hydra's own parser wants its flags before the overrides (`-m` may come anywhere here).

@@ -42,8 +42,8 @@ from torch import nn
 
 from optbench.models.resnet import ResNet18
 from optbench.optim import OPTIMIZERS, build_optimizer, optimizer_config, parameter_groups
+from optbench.run.plan import synchronize
 from optbench.tracking.run_info import device_name
-from optbench.train.trainer import synchronize
 
 # The trainer's parameter grouping: no weight decay on biases and normalisation weights.
 GROUPS_CFG = {"no_decay_bias_norm": True, "lr_multipliers": {}, "layer_decay": None}
@@ -186,9 +186,7 @@ def step_function(optimizer: torch.optim.Optimizer, hessian: bool) -> Callable[[
 def baseline_adamw(model: nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
     """torch.optim.AdamW built directly: fused on CUDA, foreach on CPU; AdamW's documented defaults."""
     cfg = optimizer_config("adamw")
-    groups = parameter_groups(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay_bias_norm=True
-    )
+    groups = parameter_groups(model, weight_decay=cfg.weight_decay, no_decay_bias_norm=True)
     kind = {"fused": True} if device.type == "cuda" else {"foreach": True}
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **kind)
     return optimizer, f"torch AdamW ({next(iter(kind))})"

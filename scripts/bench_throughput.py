@@ -61,10 +61,10 @@ from torchvision import transforms
 from optbench.data import load_dataset
 from optbench.errors import UserError
 from optbench.models import build_model
+from optbench.run.build import uses_channels_last
+from optbench.run.plan import plan_run, synchronize
 from optbench.tracking.run_info import device_name
-from optbench.train.plan import plan_run
-from optbench.train.setup import uses_channels_last
-from optbench.train.trainer import synchronize, train
+from optbench.train.trainer import train
 
 # The normalisation constants of the CIFAR-10 tutorials.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from optbench.hydra_command import remove_refused_job_dir
+
 FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=mlp",
         "model.hidden=[32]", "trainer.epochs=1", "trainer.batch_size=64", "trainer.device=cpu"]  # fmt: skip
 
@@ -83,3 +85,42 @@ def test_bad_input_is_one_line_on_stderr_exit_2_and_writes_nothing(tmp_path, arg
 def test_an_unknown_command_exits_2(tmp_path):
     out = optbench("trian", cwd=tmp_path)
     assert out.returncode == 2 and "unknown command 'trian'" in out.stderr
+
+
+def test_a_single_diverged_run_exits_3_and_a_sweep_of_them_exits_0(tmp_path):
+    diverging = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "model=mlp",
+                 "model.hidden=[8]", "trainer.device=cpu", "trainer.batch_size=32", "optimizer=sgd",
+                 "optimizer.lr=1e6", "scheduler=constant"]  # fmt: skip
+    single = optbench("train", *diverging, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert single.returncode == 3, single.stderr
+    assert json.loads((tmp_path / "one" / "results.json").read_text())["status"] == "diverged"
+    sweep = optbench(
+        "train",
+        "-m",
+        *diverging,
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'm'}",
+        cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    statuses = [
+        json.loads(p.read_text())["status"] for p in (tmp_path / "m").glob("*/results.json")
+    ]
+    assert statuses == ["diverged", "diverged"]
+
+
+def test_a_job_refused_at_its_start_leaves_no_folder_but_keeps_real_outputs(tmp_path):
+    root = tmp_path / "outputs"
+    refused = root / "train" / "2026-12-02" / "10-00-00"
+    (refused / ".hydra").mkdir(parents=True)
+    (refused / ".hydra" / "config.yaml").write_text("a: 1\n")
+    (refused / "train.log").write_text("")
+    kept = root / "train" / "2026-12-02" / "10-00-01"
+    (kept / "lr_find").mkdir(parents=True)  # a refusal that explains itself with a plot
+    remove_refused_job_dir(refused, root)
+    assert not refused.exists() and kept.exists()
+    remove_refused_job_dir(kept, root)
+    assert kept.exists()
+    (kept / "lr_find").rmdir()
+    remove_refused_job_dir(kept, root)
+    assert root.is_dir() and not any(root.iterdir())  # empty date folders go, the root stays

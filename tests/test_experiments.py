@@ -20,9 +20,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from optbench.commands import tune as tuning
 from optbench.errors import UserError
 from optbench.hydra_command import job_overrides, preflight
-from optbench.sweepers import tuning
 from optbench.train.preflight import check_train_config
 
 FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=mlp",

@@ -24,10 +24,9 @@ from optbench.lr_finder.range_test import (
     run_range_test,
 )
 from optbench.lr_finder.suggestions import RULES, suggest
+from optbench.run import build_run
+from optbench.run.step import NonFiniteStep, TrainStep
 from optbench.train import checkpoint
-from optbench.train.plan import plan_run
-from optbench.train.setup import build_setup
-from optbench.train.step import NonFiniteStep, TrainStep
 from optbench.train.trainer import train
 
 DEFAULTS = RangeTestSettings()
@@ -178,13 +177,13 @@ def test_the_test_restores_model_optimizer_and_rng_bit_for_bit():
         "optimizer=adamw",
         "trainer.accumulation=2",
     )
-    setup = build_setup(cfg, plan_run(cfg))
-    batches = setup.train_batches.epoch(0)
+    setup = build_run(cfg)
+    batches = setup.data.train_batches.epoch(0)
     for i in range(2):  # give the optimizer state and the batch norms statistics to lose
         setup.step([next(batches), next(batches)], i)
     before = state_of(setup)
     lr_find = OmegaConf.merge(cfg.lr_find, {"num_iter": 20})
-    find_lr(setup, lr_find, reference_lr=cfg.optimizer.lr)
+    find_lr(setup, lr_find)
     after = state_of(setup)
     for name, tensor in before[0].items():
         assert torch.equal(tensor, after[0][name]), name
@@ -201,7 +200,7 @@ def test_the_ramp_moves_every_group_in_proportion_per_optimizer_step(fast_cfg, m
     cfg = fast_cfg(
         "optimizer=momentum", "trainer.accumulation=3", "param_groups.lr_multipliers={3:10.0}"
     )
-    setup = build_setup(cfg, plan_run(cfg))
+    setup = build_run(cfg)
     seen = []
     original = TrainStep.__call__
 
@@ -211,7 +210,7 @@ def test_the_ramp_moves_every_group_in_proportion_per_optimizer_step(fast_cfg, m
 
     monkeypatch.setattr(TrainStep, "__call__", spy)
     settings = OmegaConf.merge(cfg.lr_find, {"num_iter": 12, "batches_per_step": 2})
-    result = find_lr(setup, settings, reference_lr=cfg.optimizer.lr)
+    result = find_lr(setup, settings)
     points = len(result.curve.lrs)
     assert len(seen) == 2 * points and all(
         n == 3 for n, _ in seen
@@ -225,12 +224,8 @@ def test_the_ramp_moves_every_group_in_proportion_per_optimizer_step(fast_cfg, m
 
 def test_several_seeds_give_a_median_curve_inside_its_band(fast_cfg):
     cfg = fast_cfg()
-    setup = build_setup(cfg, plan_run(cfg))
-    result = find_lr(
-        setup,
-        OmegaConf.merge(cfg.lr_find, {"num_iter": 25, "seeds": 3}),
-        reference_lr=cfg.optimizer.lr,
-    )
+    setup = build_run(cfg)
+    result = find_lr(setup, OmegaConf.merge(cfg.lr_find, {"num_iter": 25, "seeds": 3}))
     low, high = result.band
     assert len(result.seed_curves) == 3
     assert all(lo <= m <= hi for lo, m, hi in zip(low, result.curve.losses, high, strict=True))

@@ -16,19 +16,19 @@ from optbench.optim.momentum import (
     scale_momentum,
     set_momentum_coefficient,
 )
-from optbench.schedules.curve import schedule_curve
-from optbench.schedules.momentum import MomentumSchedule
+from optbench.run import build_run
+from optbench.run.hyperparameters import start_epoch
+from optbench.run.schedule_curve import schedule_curve
+from optbench.schedules import MomentumControl
 from optbench.tracking.diagnostics import StepDiagnostics
-from optbench.train.plan import plan_run
 from optbench.train.preflight import check_train_config
-from optbench.train.setup import build_setup
 from optbench.train.trainer import train
 
 
 def stepped(name: str, steps: int = 3, *overrides: str):
     cfg = compose_config(*FAST, f"optimizer={name}", *overrides)
-    setup = build_setup(cfg, plan_run(cfg))
-    batches = setup.train_batches.epoch(0)
+    setup = build_run(cfg)
+    batches = setup.data.train_batches.epoch(0)
     for i in range(steps):
         setup.step([next(batches)], i)
     return setup
@@ -103,13 +103,13 @@ def test_momentum_buffers_are_reset_and_scaled_as_epochs_start():
     cfg = OmegaConf.merge(
         compose_config(*FAST).momentum, {"reset_at_epochs": [3], "scale_at_epochs": {2: 0.25}}
     )
-    control = MomentumSchedule(optimizer, cfg, steps_per_epoch=8)
+    control = MomentumControl(cfg, steps_per_epoch=8, lr_range=(0.0, 1.0))
     norm = momentum_norms(optimizer)["decay"].item()
-    control.epoch_start(1)
+    start_epoch(optimizer, control, 1)
     assert momentum_norms(optimizer)["decay"].item() == norm
-    control.epoch_start(2)
+    start_epoch(optimizer, control, 2)
     assert momentum_norms(optimizer)["decay"].item() == pytest.approx(norm / 4)
-    control.epoch_start(3)
+    start_epoch(optimizer, control, 3)
     assert momentum_norms(optimizer)["decay"].item() == 0
 
 

@@ -12,13 +12,12 @@ from conftest import FAST
 from helpers import compose_config
 from omegaconf import OmegaConf
 
+from optbench.commands.optimizers import markdown
 from optbench.errors import UserError
 from optbench.optim import OPTIMIZERS
-from optbench.optim.command import markdown
-from optbench.train.evaluate import evaluate
-from optbench.train.plan import plan_run
+from optbench.run import build_run
+from optbench.run.evaluate import evaluate
 from optbench.train.preflight import check_train_config
-from optbench.train.setup import build_setup
 from optbench.train.trainer import train
 
 # A hidden layer between the first and the last, so Muon has a matrix of its own.
@@ -27,13 +26,13 @@ ZOO = [*(o for o in FAST if not o.startswith("model.hidden")), "model.hidden=[64
 
 def setup_for(name: str, *overrides: str):
     cfg = compose_config(*ZOO, f"optimizer={name}", *overrides)
-    return build_setup(cfg, plan_run(cfg))
+    return build_run(cfg)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_reduces_the_loss_with_its_documented_defaults(name):
     setup = setup_for(name)
-    batch = next(setup.train_batches.epoch(0))
+    batch = next(setup.data.train_batches.epoch(0))
     losses = [setup.step([batch], i).loss.item() for i in range(20)]
     assert losses[-1] < 0.95 * losses[0], losses
 
@@ -48,7 +47,7 @@ def through_bytes(state: dict) -> dict:
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_continues_identically_after_a_state_dict_round_trip(name):
     first = setup_for(name)
-    batches = list(first.train_batches.epoch(0))
+    batches = list(first.data.train_batches.epoch(0))
     for i in range(3):
         first.step([batches[i]], i)
     model_state, optimizer_state = (
@@ -88,7 +87,7 @@ def test_every_optimizer_builds_and_trains_from_the_cli(tmp_path):
             ["optimizer=lion", "optimizer.betas=[1.5,0.9]"],
             "betas must be a list of numbers in [0, 1)",
         ),
-        (["optimizer=lamb", "optimizer.lr=-1"], "lr must be a positive number, got -1"),
+        (["optimizer=lamb", "optimizer.lr=-1"], "lr must be a positive number or auto, got -1"),
         (["optimizer=rmsprop", "optimizer.momentum=1.0"], "momentum must be in [0, 1)"),
         (["optimizer=lookahead", "optimizer.base=sophia"], "lookahead cannot wrap sophia"),
         (["optimizer=lookahead", "optimizer.k=0"], "k must be an integer >= 1"),
@@ -114,7 +113,7 @@ def test_a_bad_hyperparameter_exits_2_from_the_cli(tmp_path):
 
 def test_eight_bit_adam_really_keeps_8_bit_state_on_cpu():
     setup = setup_for("adam8bit")
-    setup.step([next(setup.train_batches.epoch(0))], 0)
+    setup.step([next(setup.data.train_batches.epoch(0))], 0)
     big = max(
         (p for g in setup.optimizer.param_groups for p in g["params"]), key=torch.Tensor.numel
     )
@@ -129,7 +128,7 @@ def test_eight_bit_adam_really_keeps_8_bit_state_on_cpu():
 def test_muon_is_a_hybrid_with_groups_named_in_the_logs():
     not_model = [o for o in ZOO if not o.startswith("model")]
     cfg = compose_config(*not_model, "model=fastcnn", "model.widths=[4,8,8]", "optimizer=muon")
-    setup = build_setup(cfg, plan_run(cfg))
+    setup = build_run(cfg)
     groups = {g["name"]: g for g in setup.optimizer.param_groups}
     muon = [n for name, g in groups.items() if g["use_muon"] for n in g["param_names"]]
     adamw = [n for name, g in groups.items() if not g["use_muon"] for n in g["param_names"]]
@@ -137,12 +136,12 @@ def test_muon_is_a_hybrid_with_groups_named_in_the_logs():
     assert "group1.conv1.weight" in muon  # a 4-D conv kernel, orthogonalised as a matrix
     assert "stem.0.weight" in adamw and "head.2.weight" in adamw  # first layer and head: AdamW
     assert all(setup.model.get_parameter(n).ndim >= 2 for n in muon)
-    setup.step([next(setup.train_batches.epoch(0))], 0)  # and it steps
+    setup.step([next(setup.data.train_batches.epoch(0))], 0)  # and it steps
 
 
 def test_sophia_gets_its_hessian_estimates_from_the_trainer():
     setup = setup_for("sophia", "optimizer.update_period=2")
-    batches = setup.train_batches.epoch(0)
+    batches = setup.data.train_batches.epoch(0)
     setup.step([next(batches)], 0)
     estimates = [setup.optimizer.state[p]["hessian"].clone() for p in setup.step.params]
     setup.step([next(batches)], 1)  # not due: the estimate is kept
@@ -156,16 +155,16 @@ def test_sophia_gets_its_hessian_estimates_from_the_trainer():
 
 def test_schedule_free_evaluates_at_its_averaged_weights_and_trains_on():
     setup = setup_for("schedule_free")
-    batches = setup.train_batches.epoch(0)
+    batches = setup.data.train_batches.epoch(0)
     for i in range(5):
         setup.step([next(batches)], i)
     before = [p.clone() for p in setup.model.parameters()]
-    at_average = evaluate(setup.step, setup.test_batches, setup.train_batches)
+    at_average = evaluate(setup.step, setup.data.test_batches, setup.data.train_batches)
     # Back at the training point y, up to the rounding of Schedule-Free's own y -> x -> y interpolation.
     for a, b in zip(before, setup.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     setup.step.schedule_free = False  # the same evaluation at the training point y
-    at_training_point = evaluate(setup.step, setup.test_batches)
+    at_training_point = evaluate(setup.step, setup.data.test_batches)
     assert at_average["loss"] != at_training_point["loss"]
 
 
@@ -198,4 +197,4 @@ def test_lookahead_with_a_peaked_schedule_uses_the_bases_lr(tmp_path):
 def test_the_optimizer_table_lists_every_optimizer():
     table = markdown()
     assert all(f"| {name} |" in table for name in OPTIMIZERS)
-    assert "| adam | torch.optim.Adam | 2 x params | yes | yes | 0.001 |" in table
+    assert "| adam | torch.optim.Adam | 2 x params | yes | 0.001 |" in table

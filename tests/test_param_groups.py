@@ -19,7 +19,7 @@ def by_name(groups):
 
 
 def test_biases_and_norm_weights_get_no_weight_decay():
-    groups = by_name(parameter_groups(resnet(), lr=0.1, weight_decay=5e-4))
+    groups = by_name(parameter_groups(resnet(), weight_decay=5e-4))
     assert set(groups) == {"decay", "no_decay"}
     assert groups["no_decay"]["weight_decay"] == 0.0 and groups["decay"]["weight_decay"] == 5e-4
     assert {"stem.1.weight", "stem.1.bias", "head.2.bias"} <= set(groups["no_decay"]["param_names"])
@@ -28,31 +28,30 @@ def test_biases_and_norm_weights_get_no_weight_decay():
 
 
 def test_the_exemption_can_be_switched_off():
-    groups = parameter_groups(resnet(), lr=0.1, weight_decay=5e-4, no_decay_bias_norm=False)
+    groups = parameter_groups(resnet(), weight_decay=5e-4, no_decay_bias_norm=False)
     assert [g["name"] for g in groups] == ["decay"]
 
 
 def test_lr_multipliers_scale_the_matching_modules():
-    groups = by_name(
-        parameter_groups(resnet(), lr=0.1, weight_decay=0.0, lr_multipliers={"head": 10.0})
-    )
-    assert groups["head/decay"]["lr"] == pytest.approx(1.0)
+    groups = by_name(parameter_groups(resnet(), weight_decay=0.0, lr_multipliers={"head": 10.0}))
+    assert groups["head/decay"]["lr_scale"] == pytest.approx(10.0)
     assert groups["head/no_decay"]["param_names"] == ["head.2.bias"]
-    assert groups["decay"]["lr"] == pytest.approx(0.1)
+    assert groups["decay"]["lr_scale"] == 1.0
+    assert all("lr" not in g for g in groups.values())  # the multiplier is never baked into lr
 
 
 def test_layer_decay_gives_the_head_the_full_lr_and_the_stem_the_least():
-    groups = by_name(parameter_groups(resnet(), lr=1.0, weight_decay=0.0, layer_decay=0.5))
+    groups = by_name(parameter_groups(resnet(), weight_decay=0.0, layer_decay=0.5))
     # stem, layer1..4, head: depths 0..5
-    assert groups["depth5/decay"]["lr"] == pytest.approx(1.0)
-    assert groups["depth0/decay"]["lr"] == pytest.approx(0.5**5)
+    assert groups["depth5/decay"]["lr_scale"] == pytest.approx(1.0)
+    assert groups["depth0/decay"]["lr_scale"] == pytest.approx(0.5**5)
     assert all(n.startswith("stem") for n in groups["depth0/decay"]["param_names"])
 
 
 def test_every_parameter_lands_in_exactly_one_group():
     model = resnet()
     groups = parameter_groups(
-        model, lr=0.1, weight_decay=1e-4, lr_multipliers={"layer4": 0.5}, layer_decay=0.9
+        model, weight_decay=1e-4, lr_multipliers={"layer4": 0.5}, layer_decay=0.9
     )
     grouped = [p for g in groups for p in g["params"]]
     assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
@@ -60,4 +59,4 @@ def test_every_parameter_lands_in_exactly_one_group():
 
 def test_a_multiplier_for_a_missing_module_is_a_user_error():
     with pytest.raises(UserError, match="no module 'backbone'"):
-        parameter_groups(resnet(), lr=0.1, weight_decay=0.0, lr_multipliers={"backbone": 0.1})
+        parameter_groups(resnet(), weight_decay=0.0, lr_multipliers={"backbone": 0.1})

@@ -12,10 +12,10 @@ from helpers import compose_config, scalars
 from omegaconf import OmegaConf
 from torch.optim import lr_scheduler as torch_schedulers
 
+from optbench.commands.schedule import scheduler_config
 from optbench.errors import UserError
+from optbench.run.schedule_curve import schedule_curve
 from optbench.schedules import SCHEDULERS, build_schedule
-from optbench.schedules.command import scheduler_config
-from optbench.schedules.curve import schedule_curve
 from optbench.train.trainer import train
 
 TOTAL, PER_EPOCH = 120, 10
@@ -27,23 +27,47 @@ def optimizer(momentum: float = 0.9) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=BASE_LRS[0], momentum=momentum)
 
 
-def ours(name: str, metrics: list[float] | None = None, **overrides) -> list[list[float]]:
-    """LRs of each group at every optimizer step under optbench's schedule `name`."""
+MODES = {"test_loss": "min", "test_acc": "max"}
+
+
+def factor_schedule(name: str, total: int = TOTAL, **overrides):
     cfg = OmegaConf.merge(scheduler_config(name), overrides)
-    opt = optimizer()
     schedule = build_schedule(
-        opt, cfg, steps_per_epoch=PER_EPOCH, total_steps=TOTAL, base_lr=BASE_LRS[0]
+        cfg, steps_per_epoch=PER_EPOCH, total_steps=total, metric_modes=MODES, cycles_momentum=True
     )
-    return _walk(opt, schedule.step, metrics, schedule.evaluated)
+    return cfg, schedule
 
 
-def _walk(opt, step, metrics=None, evaluated=None) -> list[list[float]]:
+def ours(name: str, metrics: list[float] | None = None, **overrides) -> list[list[float]]:
+    """LRs of each group at every optimizer step under optbench's schedule `name`: base LR (the
+    peak where the schedule has one) x each group's scale x the schedule's factor of the step."""
+    cfg, schedule = factor_schedule(name, **overrides)
+    base = cfg.get("max_lr") or BASE_LRS[0]
+    scales = [lr / BASE_LRS[0] for lr in BASE_LRS]
     values = []
     for i in range(TOTAL):
+        values.append([base * scale * schedule.lr_factor(i) for scale in scales])
+        if metrics is not None and (i + 1) % PER_EPOCH == 0:
+            schedule.evaluated({"test_loss": metrics[(i + 1) // PER_EPOCH - 1]}, i + 1)
+    return values
+
+
+def their_momenta(make) -> list[float]:
+    opt = optimizer()
+    scheduler = make(opt)
+    values = []
+    for _ in range(TOTAL):
+        values.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        scheduler.step()
+    return values
+
+
+def _walk(opt, step) -> list[list[float]]:
+    values = []
+    for _ in range(TOTAL):
         values.append([g["lr"] for g in opt.param_groups])
         step()
-        if metrics is not None and (i + 1) % PER_EPOCH == 0:
-            evaluated({"test_loss": metrics[(i + 1) // PER_EPOCH - 1]})
     return values
 
 
@@ -136,6 +160,41 @@ def test_onecycle_with_per_group_peaks():
     )  # max_lr scales every group's LR in proportion
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"three_phase": True}, {"anneal_strategy": "linear"}, {"pct_start": 0.1, "div_factor": 10.0}],
+)
+def test_onecycle_variants_and_its_momentum_are_torchs(settings):
+    def make(o):
+        return torch_schedulers.OneCycleLR(o, max_lr=list(BASE_LRS), total_steps=TOTAL, **settings)
+
+    assert_same(ours("onecycle", **settings), theirs(make))
+    _, schedule = factor_schedule("onecycle", **settings)
+    expected = their_momenta(make)
+    assert [schedule.momentum(t) for t in range(TOTAL)] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(("mode", "gamma"), [("triangular2", 1.0), ("exp_range", 0.99)])
+def test_cyclic_modes_and_its_momentum_are_torchs(mode, gamma):
+    def make(o):
+        return torch_schedulers.CyclicLR(
+            o, base_lr=[0.025, 0.005], max_lr=list(BASE_LRS), step_size_up=15, mode=mode,
+            gamma=gamma, base_momentum=0.8, max_momentum=0.9,
+        )  # fmt: skip
+
+    assert_same(ours("cyclic", mode=mode, gamma=gamma), theirs(make))
+    _, schedule = factor_schedule("cyclic", mode=mode, gamma=gamma)
+    expected = their_momenta(make)
+    assert [schedule.momentum(t) for t in range(TOTAL)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_lr_is_a_pure_function_of_the_step():
+    _, schedule = factor_schedule("warmup_cosine")
+    forward = [schedule.lr_factor(t) for t in range(TOTAL)]
+    assert [schedule.lr_factor(t) for t in reversed(range(TOTAL))] == forward[::-1]
+    assert schedule.lr_range() == (min(forward), max(forward)) == (0.0, 1.0)
+
+
 def test_warmup_cosine_closed_form():
     warmup, values = 6, ours("warmup_cosine")  # 5% of 120 steps
     for step, row in enumerate(values):
@@ -215,15 +274,11 @@ def test_warmup_ends_at_the_base_lr_and_the_schedule_ends_on_the_last_step(name,
     assert lrs[5] == no_warmup.lrs["decay"][0]  # the warm-up reaches where the schedule begins
     assert lrs[0] == 0.0  # ... from warmup_start_factor 0
     main = OmegaConf.merge(scheduler_config(name), cfg.scheduler, {"warmup": 0})
-    opt = optimizer()
     standalone = build_schedule(
-        opt, main, steps_per_epoch=curve.steps_per_epoch, total_steps=len(lrs) - 5, base_lr=0.1
+        main, steps_per_epoch=curve.steps_per_epoch, total_steps=len(lrs) - 5, metric_modes=MODES
     )
-    for _ in range(len(lrs) - 6):
-        standalone.step()
-    assert lrs[-1] == pytest.approx(
-        opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15
-    )  # its end, on the last step
+    end = 0.1 * standalone.lr_factor(len(lrs) - 6)
+    assert lrs[-1] == pytest.approx(end, rel=1e-12, abs=1e-15)  # its end, on the last step
 
 
 def test_the_preview_csv_matches_the_trainers_logged_lrs(tmp_path):

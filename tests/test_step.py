@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from optbench.train.step import NonFiniteStep, TrainStep
+from optbench.run.step import NonFiniteStep, TrainStep
+from optbench.tasks.classification import Classification
 
 
 def mlp() -> nn.Module:
@@ -23,7 +24,10 @@ def batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def sgd_step(model: nn.Module, micro_batches, **step_kwargs):
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    return TrainStep(model, optimizer, device=torch.device("cpu"), **step_kwargs)(micro_batches)
+    task = Classification(step_kwargs.pop("label_smoothing", 0.0))
+    return TrainStep(model, optimizer, task, device=torch.device("cpu"), **step_kwargs)(
+        micro_batches
+    )
 
 
 @pytest.mark.parametrize("sizes", [[8, 8, 8, 8], [8, 8, 4]])

@@ -12,9 +12,9 @@ import torch
 from helpers import compose_config
 from PIL import Image
 
+from optbench.commands.toy import check_toy_config, run_toy
 from optbench.errors import UserError
 from optbench.optim import OPTIMIZERS
-from optbench.toy.command import check_toy_config, run_toy
 from optbench.toy.functions import FUNCTIONS
 from optbench.toy.trajectories import UNSUPPORTED, ToyRun, grid_rank, run_trajectory
 

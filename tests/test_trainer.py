@@ -8,15 +8,13 @@ import pytest
 import yaml
 from helpers import read_jsonl, scalars
 
-from optbench.train.plan import device_for_job
+from optbench.run.plan import device_for_job
+from optbench.tracking.results import REQUIRED, malformed
 from optbench.train.trainer import optimizer_steps, train
 
-RESULT_FIELDS = {
-    "status", "model", "dataset", "optimizer", "scheduler", "seed", "epochs", "steps",
-    "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "best_test_acc",
-    "best_epoch", "time_to_target", "wall_time_s", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_memory_mb", "scaler_skipped_steps", "nonfinite_skipped_steps", "diagnosis",
-}  # fmt: skip
+# The schema's fields, and the metric keys a classification run adds to them.
+RESULT_FIELDS = {*REQUIRED, "final_test_acc", "final_test_loss", "final_train_loss",
+                 "final_train_acc", "best_test_acc"}  # fmt: skip
 METRIC_FIELDS = {
     "epoch", "step", "test_loss", "test_acc", "train_loss", "train_acc", "lr", "grad_norm",
     "epoch_time_s", "images_per_s", "train_time_s",
@@ -31,7 +29,7 @@ def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
     assert results["final_test_acc"] > 0.5  # ten classes: chance is 0.1
     assert results["best_test_acc"] >= results["final_test_acc"]
     assert results["steps"] == 3 * 8  # 512 images / batch 64
-    assert RESULT_FIELDS <= results.keys()
+    assert RESULT_FIELDS <= results.keys() and malformed(results) is None
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert results["time_to_target"]["0.3"]["epoch"] >= 1
     assert results["time_to_target"]["0.999"] is None  # never reached: a miss, not the final value
@@ -109,3 +107,18 @@ def test_onecycle_ends_at_its_final_lr_on_the_last_optimizer_step(fast_cfg, tmp_
 )
 def test_sweep_jobs_spread_over_gpus(setting, job, gpus, device):
     assert device_for_job(setting, job, gpus) == device
+
+
+def test_each_epochs_logged_lr_is_the_lr_its_last_step_used(fast_cfg, tmp_path):
+    train(fast_cfg("scheduler=onecycle", "trainer.epochs=3", "trainer.log_interval=1"), tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    per_step = dict(scalars(tmp_path, "lr/decay"))
+    for record in records:
+        assert record["lr"]["decay"] == pytest.approx(per_step[record["step"] - 1], rel=1e-6)
+    # 1cycle ends far below its start: the last record shows the run's real final LR.
+    assert records[-1]["lr"]["decay"] < records[0]["lr"]["decay"] / 1000
+
+
+def test_a_full_batch_run_takes_one_step_per_epoch(fast_cfg, tmp_path):
+    results = train(fast_cfg("trainer.batch_size=512", "trainer.epochs=2"), tmp_path)  # all 512
+    assert results["status"] == "completed" and results["steps"] == 2

@@ -65,10 +65,6 @@ class DeviceBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, beginning at batch index `start_batch`."""
         n = len(self.labels)

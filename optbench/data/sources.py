@@ -103,14 +103,33 @@ def _find_fashion_mnist(dirs: list[Path]) -> dict[str, Path] | None:
     return None
 
 
+def _fashion_mnist_dirs(cfg: DictConfig) -> list[Path]:
+    root = Path(cfg.root).expanduser()
+    return [
+        root / "fashion_mnist",
+        root / "FashionMNIST" / "raw",
+        *(Path(d) for d in cfg.search_dirs),
+    ]
+
+
+def _not_found(dirs: list[Path]) -> UserError:
+    return UserError(
+        f"Fashion-MNIST was not found in {', '.join(map(str, dirs))} and download is off; "
+        "on Debian: apt-get install dataset-fashion-mnist"
+    )
+
+
 def _fashion_mnist_info(cfg: DictConfig) -> DatasetInfo:
+    # Without a download to fall back on, missing files are known before anything starts.
+    if not cfg.download and _find_fashion_mnist(_fashion_mnist_dirs(cfg)) is None:
+        raise _not_found(_fashion_mnist_dirs(cfg))
     return DatasetInfo(shape=(1, 28, 28), num_classes=10, train_size=60_000, test_size=10_000)
 
 
 def _load_fashion_mnist(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
     root = Path(cfg.root).expanduser()
-    torchvision_raw = root / "FashionMNIST" / "raw"
-    dirs = [root / "fashion_mnist", torchvision_raw, *(Path(d) for d in cfg.search_dirs)]
+    dirs = _fashion_mnist_dirs(cfg)
+    torchvision_raw = dirs[1]
     files = _find_fashion_mnist(dirs)
     if files is None and cfg.download:
         from torchvision.datasets import FashionMNIST
@@ -126,10 +145,7 @@ def _load_fashion_mnist(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
             ) from None
         files = _find_fashion_mnist([torchvision_raw])
     if files is None:
-        raise UserError(
-            f"Fashion-MNIST was not found in {', '.join(map(str, dirs))} and download is off; "
-            "on Debian: apt-get install dataset-fashion-mnist"
-        )
+        raise _not_found(dirs)
 
     def split(images: str, labels: str) -> ImageSplit:
         return ImageSplit(read_idx(files[images]).unsqueeze(1), read_idx(files[labels]).long())

@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from optbench.errors import ArgumentParser, UserError
-from optbench.figures import new_figure, save_png
 from optbench.lr_finder.outputs import CSV_NAME, JSON_NAME
 from optbench.tracking.console import console
+from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_text
 
 PNG_NAME, TABLE_NAME = "lr_compare.png", "lr_compare.csv"

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from optbench.checks import require_int
 from optbench.data import Batch, DeviceBatches
@@ -19,13 +18,10 @@ from optbench.lr_finder.curve import smooth
 from optbench.lr_finder.range_test import Curve, RangeTestSettings, run_range_test
 from optbench.lr_finder.snapshot import TrainingSnapshot
 from optbench.lr_finder.suggestions import RULES, Suggestion, suggest
-from optbench.train.evaluate import evaluate_batches
-from optbench.train.setup import TrainingSetup
+from optbench.run import Run
+from optbench.run.evaluate import evaluate_batches
+from optbench.run.hyperparameters import set_lrs
 
-# The LR settings `auto` may stand for, and the LR an optimizer is built with when the range
-# test will set it (any value does: the test's ladder replaces it).
-AUTO_KEYS = ("optimizer.lr", "scheduler.max_lr")
-PLACEHOLDER_LR = 1.0
 # Epoch numbers for the test's batches: far from any training epoch, one block per seed.
 FIRST_EPOCH = 1_000_000
 EPOCHS_PER_SEED = 1_000
@@ -73,27 +69,25 @@ def _endless(batches: DeviceBatches, first_epoch: int) -> Iterator[Batch]:
         epoch += 1
 
 
-def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> FinderResult:
-    """Run the range test on `setup` as `cfg` (the `lr_find:` block) says, then restore it.
+def find_lr(run: Run, cfg: DictConfig) -> FinderResult:
+    """Run the range test on `run` as `cfg` (the `lr_find:` block) says, then restore it.
 
-    The ladder's LR is the optimizer's base LR (`reference_lr`): every parameter group's LR
-    moves in proportion, keeping LR multipliers and layer decay.
+    The ladder's LR is the run's base LR: every parameter group's LR is the ladder's times
+    its `lr_scale`, keeping LR multipliers and layer decay.
     """
     finder = FinderSettings.from_config(cfg)
     settings, rule = finder.test, finder.rule
-    optimizer, step, model = setup.optimizer, setup.step, setup.model
-    ratios = [group["lr"] / reference_lr for group in optimizer.param_groups]
+    optimizer, step, model, data = run.optimizer, run.step, run.model, run.data
 
     def set_lr(lr: float) -> None:
-        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
-            group["lr"] = lr * ratio
+        set_lrs(optimizer, lr)
 
     measure = None
     if finder.validation_batches:
         held_out = [
             batch
             for _, batch in zip(
-                range(finder.validation_batches), setup.test_batches.epoch(0), strict=False
+                range(finder.validation_batches), data.test_batches.epoch(0), strict=False
             )
         ]
         measure = lambda: evaluate_batches(step, held_out)["loss"]  # noqa: E731
@@ -104,11 +98,11 @@ def find_lr(setup: TrainingSetup, cfg: DictConfig, reference_lr: float) -> Finde
         for seed in range(finder.seeds):
             snapshot.restore(model, optimizer, step.scaler)
             model.train()
-            batches = _endless(setup.train_batches, FIRST_EPOCH + EPOCHS_PER_SEED * seed)
+            batches = _endless(data.train_batches, FIRST_EPOCH + EPOCHS_PER_SEED * seed)
             counter = iter(range(10**9))
 
             def take_step(batches=batches, counter=counter) -> float:
-                group = [next(batches) for _ in range(setup.plan.accumulation)]
+                group = [next(batches) for _ in range(run.plan.accumulation)]
                 return step(group, next(counter)).loss.item()
 
             curves.append(run_range_test(take_step, set_lr, settings, measure))
@@ -149,26 +143,3 @@ def median_curve(
         diverged_at=min(int(np.median(onsets)), n) if diverged else None,
     )
     return curve, ([min(v) for v in values], [max(v) for v in values])
-
-
-def auto_keys(cfg: DictConfig) -> list[str]:
-    """The LR keys set to `auto`: the range test decides them."""
-    return [key for key in AUTO_KEYS if OmegaConf.select(cfg, key) == "auto"]
-
-
-def lr_finder_needed(cfg: DictConfig) -> bool:
-    return bool(auto_keys(cfg))
-
-
-def with_found_lr(cfg: DictConfig, lr: float | dict[str, float]) -> tuple[DictConfig, list[str]]:
-    """`cfg` with every `auto` LR replaced by `lr` (or `lr[key]`), and the keys replaced."""
-    cfg = cfg.copy()
-    replaced = auto_keys(cfg)
-    for key in replaced:
-        OmegaConf.update(cfg, key, float(lr[key] if isinstance(lr, dict) else lr))
-    return cfg, replaced
-
-
-def scale_group_lrs(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] *= factor

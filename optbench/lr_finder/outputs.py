@@ -12,9 +12,9 @@ from typing import Any
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from optbench.figures import new_figure, save_png
 from optbench.lr_finder.finder import FinderResult
 from optbench.lr_finder.suggestions import RULES, trend
+from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 
 CSV_NAME, JSON_NAME, PNG_NAME = "lr_find.csv", "lr_find.json", "lr_find.png"

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from optbench.checks import require_fraction, require_int, require_number, require_positive
 from optbench.errors import UserError
 from optbench.lr_finder.curve import DebiasedEMA, divergence_ratio, lr_ladder
-from optbench.train.step import NonFiniteStep
+from optbench.run.step import NonFiniteStep
 
 # The first points measure the curve's own jitter; no divergence is declared before that.
 NOISE_POINTS = 5

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optbench.train.checkpoint import rng_state, set_rng_state
+from optbench.run.rng import rng_state, set_rng_state
 
 
 def _to_cpu(value: Any) -> Any:

@@ -10,14 +10,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch import nn
 
+from optbench.checks import require_int
 from optbench.data import DatasetInfo
 from optbench.errors import UserError
 from optbench.models.fastcnn import FastCNN
 from optbench.models.mlp import MLP
 from optbench.models.resnet import ResNet18
+
+
+def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, ...]:
+    """A list of layer widths, each an integer >= 1 (a zero-width layer would train nothing)."""
+    if not isinstance(values, list | tuple | ListConfig) or (
+        exactly is not None and len(values) != exactly
+    ):
+        count = f"{exactly} " if exactly is not None else ""
+        raise UserError(f"{key} must be a list of {count}integers >= 1, got {values!r}")
+    return tuple(require_int(v, key, 1) for v in values)
 
 
 @dataclass(frozen=True)
@@ -29,15 +40,21 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "resnet18": ModelEntry(
         "CIFAR ResNet-18: 3x3 stem, no max-pool (11.2 M parameters at width 64)",
-        lambda cfg, info: ResNet18(info.shape[0], info.num_classes, width=cfg.width),
+        lambda cfg, info: ResNet18(
+            info.shape[0], info.num_classes, width=require_int(cfg.width, "model.width", 1)
+        ),
     ),
     "fastcnn": ModelEntry(
         "airbench94-style 8-layer CNN (2x2 stem, three conv groups, scaled linear head)",
-        lambda cfg, info: FastCNN(info.shape[0], info.num_classes, widths=tuple(cfg.widths)),
+        lambda cfg, info: FastCNN(
+            info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
+        ),
     ),
     "mlp": ModelEntry(
         "multilayer perceptron on flattened pixels",
-        lambda cfg, info: MLP(math.prod(info.shape), info.num_classes, hidden=tuple(cfg.hidden)),
+        lambda cfg, info: MLP(
+            math.prod(info.shape), info.num_classes, hidden=widths(cfg.hidden, "model.hidden")
+        ),
     ),
 }
 

@@ -37,8 +37,12 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
     def fail(key: str, rule: str) -> None:
         raise UserError(f"optimizer={name}: {key} must be {rule}, got {hparams[key]!r}")
 
-    if "lr" in hparams and not (is_number(hparams["lr"]) and hparams["lr"] > 0):
-        fail("lr", "a positive number")
+    if (
+        "lr" in hparams
+        and hparams["lr"] != "auto"
+        and not (is_number(hparams["lr"]) and hparams["lr"] > 0)
+    ):
+        fail("lr", "a positive number or auto")
     for key in ("weight_decay", "momentum"):
         if key in hparams and not is_number(hparams[key]):
             fail(key, "a number")
@@ -115,7 +119,6 @@ def build_optimizer(
     validate_hyperparameters(cfg.name, hparams)
     groups = parameter_groups(
         model,
-        lr=hparams["lr"],
         weight_decay=hparams.get("weight_decay", 0.0),
         no_decay_bias_norm=groups_cfg.no_decay_bias_norm,
         lr_multipliers=groups_cfg.lr_multipliers,
@@ -127,13 +130,20 @@ def build_optimizer(
 def optimizer_from_groups(
     groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimizer `cfg` names over ready-made parameter groups (or a list of tensors)."""
+    """The optimizer `cfg` names over ready-made parameter groups (or a list of tensors).
+
+    Each group starts at `lr x lr_scale`; an `auto` LR starts at 0, since the run sets
+    every group's LR before each step anyway (optbench/run/hyperparameters.py).
+    """
     cfg = resolve_optimizer_config(cfg)
     info = optimizer_info(cfg.name)
     hparams = {**info.defaults, **hyperparameters(cfg)}
     validate_hyperparameters(info.name, hparams)
-    if not info.cpu and device.type != "cuda":
-        raise UserError(f"optimizer={info.name} needs CUDA ({info.backend} has no CPU kernels)")
+    if hparams.get("lr") == "auto":
+        hparams["lr"] = 0.0
+    for group in groups:
+        if isinstance(group, dict):
+            group["lr"] = group.get("base_lr", hparams["lr"]) * group.setdefault("lr_scale", 1.0)
     impl = cfg.get("impl", "library")
     if info.builder is not None and impl == "library":
         return load_object(info.builder)(groups, cfg, device)

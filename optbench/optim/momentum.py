@@ -63,12 +63,25 @@ def momentum_buffers(optimizer: torch.optim.Optimizer, group: dict[str, Any]) ->
     return buffers
 
 
-def keeps_momentum(optimizer: torch.optim.Optimizer) -> bool:
+def has_momentum_coefficient(optimizer: torch.optim.Optimizer) -> bool:
+    """Every group has a coefficient to set (`momentum` or `betas`), even if it is 0."""
     return all(momentum_coefficient(g) is not None for g in optimizer.param_groups)
 
 
+def momentum_in_use(optimizer: torch.optim.Optimizer) -> bool:
+    """Momentum is on: betas, or a `momentum` above 0 in some group.
+
+    1cycle and cyclic schedules cycle momentum only then: torch's would silently switch it
+    on for SGD without it (and raise for Adagrad).
+    """
+    groups = optimizer.param_groups
+    if any("betas" in g for g in groups):
+        return True
+    return has_momentum_coefficient(optimizer) and any(g.get("momentum", 0) > 0 for g in groups)
+
+
 def _require_momentum(optimizer: torch.optim.Optimizer) -> None:
-    if not keeps_momentum(optimizer):
+    if not has_momentum_coefficient(optimizer):
         raise UserError(
             f"{type(optimizer).__name__} keeps no momentum (no momentum or betas in its groups)"
         )

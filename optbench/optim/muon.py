@@ -35,7 +35,6 @@ def build_muon(
         )
     stages = list(dict.fromkeys(name.split(".")[0] for g in groups for name in g["param_names"]))
     first, last = stages[0], stages[-1]
-    base_lr = cfg.lr
     split: list[dict[str, Any]] = []
     for group in groups:
         muon, adamw = {"params": [], "param_names": []}, {"params": [], "param_names": []}
@@ -43,19 +42,24 @@ def build_muon(
             target = muon if uses_muon(name, param, first, last) else adamw
             target["params"].append(param)
             target["param_names"].append(name)
-        scale = group["lr"] / base_lr  # LR multipliers and layer decay carry over to both parts
+        # LR multipliers and layer decay (`lr_scale`) carry over to both parts; the AdamW part
+        # scales from its own base LR, adamw_lr, not Muon's.
+        scale = group.get("lr_scale", 1.0)
         if muon["params"]:
             split.append(
-                {**muon, "name": f"muon/{group['name']}", "use_muon": True, "lr": group["lr"],
-                 "weight_decay": group["weight_decay"]}
+                {**muon, "name": f"muon/{group['name']}", "use_muon": True, "lr_scale": scale,
+                 "lr": group["lr"], "weight_decay": group["weight_decay"]}
             )  # fmt: skip
         if adamw["params"]:
             split.append(
-                {**adamw, "name": f"adamw/{group['name']}", "use_muon": False, "lr": cfg.adamw_lr * scale,
+                {**adamw, "name": f"adamw/{group['name']}", "use_muon": False, "lr_scale": scale,
+                 "base_lr": cfg.adamw_lr, "lr": cfg.adamw_lr * scale,
                  "betas": tuple(cfg.adamw_betas), "eps": cfg.adamw_eps,
                  "weight_decay": cfg.adamw_wd if group["weight_decay"] > 0 else 0.0}
             )  # fmt: skip
     kwargs = {k: v for k, v in hyperparameters(cfg).items() if k not in ADAMW_KEYS}
+    if kwargs.get("lr") == "auto":
+        kwargs["lr"] = 0.0  # the run sets every group's LR before each step
     try:
         return load_object("pytorch_optimizer.Muon")(split, **kwargs)
     except (ValueError, TypeError) as err:

@@ -1,8 +1,10 @@
 """Split a model's parameters into optimizer groups with their own LR and weight decay.
 
-Each group's LR is baked in as its `lr` (base LR x multiplier x layer decay), so every torch
-scheduler, which scales each group's own LR, respects it. Groups also carry a `name`, for
-logging, and `param_names`, for optimizers that treat parameters differently (Muon).
+Each group keeps its own LR multiplier as `lr_scale` (module multiplier x layer decay), never
+baked into `lr`: before every step the run sets `lr = base LR x lr_scale x schedule factor`
+(optbench/run/hyperparameters.py), as timm's `lr_scale` and modded-nanogpt's `lr_mul` do.
+Groups also carry a `name`, for logging, and `param_names`, for optimizers that treat
+parameters differently (Muon).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ def stage_depths(model: nn.Module) -> dict[str, int]:
 def parameter_groups(
     model: nn.Module,
     *,
-    lr: float,
     weight_decay: float,
     no_decay_bias_norm: bool = True,
     lr_multipliers: Mapping[str, float] | None = None,
@@ -92,7 +93,7 @@ def parameter_groups(
                     "name": name,
                     "params": [],
                     "param_names": [],
-                    "lr": lr * factor,
+                    "lr_scale": factor,
                     "weight_decay": weight_decay if decays else 0.0,
                 },
             )

@@ -26,8 +26,6 @@ class OptimizerInfo:
     backend: str  # dotted path of the class that implements it
     state: str  # optimizer state per parameter element, e.g. "2 x params" for Adam
     defaults: dict[str, Any] = field(default_factory=dict)  # fixed constructor arguments
-    momentum: str | None = "momentum"  # group key of the momentum coefficient ("betas": beta1)
-    cpu: bool = True
     fused_on_cuda: bool = False  # the constructor takes fused=True on CUDA
     reference: str | None = None  # dotted path of optbench's from-scratch implementation
     hessian: bool = False  # wants Hessian-diagonal estimates from the trainer (Sophia)
@@ -58,7 +56,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         ),
         OptimizerInfo(
             "adagrad", "per-coordinate LR from the sum of squared gradients (Duchi et al. 2011)",
-            "torch.optim.Adagrad", "1 x params", momentum=None,
+            "torch.optim.Adagrad", "1 x params",
             reference="optbench.optim.reference.adagrad.Adagrad",
         ),
         OptimizerInfo(
@@ -68,25 +66,25 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         ),
         OptimizerInfo(
             "adam", "Adam, weight decay as L2 in the gradient (Kingma & Ba 2015)", "torch.optim.Adam",
-            _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+            _ADAM_STATE, fused_on_cuda=True,
             reference="optbench.optim.reference.adam.Adam",
         ),
         OptimizerInfo(
             "adamw", "Adam with decoupled weight decay (Loshchilov & Hutter 2019)", "torch.optim.AdamW",
-            _ADAM_STATE, momentum="betas", fused_on_cuda=True,
+            _ADAM_STATE, fused_on_cuda=True,
             reference="optbench.optim.reference.adam.AdamW",
         ),
         OptimizerInfo(
             "nadam", "Adam with Nesterov momentum (Dozat 2016)", "torch.optim.NAdam",
-            _ADAM_STATE, momentum="betas",
+            _ADAM_STATE,
         ),
         OptimizerInfo(
             "radam", "Adam with a rectified warm-up of the adaptive LR (Liu et al. 2020)",
-            "torch.optim.RAdam", _ADAM_STATE, momentum="betas",
+            "torch.optim.RAdam", _ADAM_STATE,
         ),
         OptimizerInfo(
             "lamb", "Adam update scaled per layer by a trust ratio (You et al. 2020)", _PO + "Lamb",
-            _ADAM_STATE, momentum="betas",
+            _ADAM_STATE,
             reference="optbench.optim.reference.lamb.Lamb",
         ),
         OptimizerInfo(
@@ -95,24 +93,24 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         ),
         OptimizerInfo(
             "adafactor", "factored second moments, no first moment (Shazeer & Stern 2018)",
-            "torch.optim.Adafactor", "row + column factors of the last two dims (0.7 x on ResNet-18)", momentum=None,
+            "torch.optim.Adafactor", "row + column factors of the last two dims (0.7 x on ResNet-18)",
         ),
         OptimizerInfo(
             "lion", "sign of an interpolated momentum (Chen et al. 2023)", _PO + "Lion",
-            "1 x params", momentum="betas",
+            "1 x params",
             reference="optbench.optim.reference.lion.Lion",
         ),
         OptimizerInfo(
             "adam8bit", "Adam with block-wise 8-bit states (Dettmers et al. 2022)", "bitsandbytes.optim.Adam8bit",
-            "~0.5 x params (two 8-bit states)", momentum="betas",
+            "~0.5 x params (two 8-bit states)",
         ),
         OptimizerInfo(
             "adamw8bit", "AdamW with block-wise 8-bit states (Dettmers et al. 2022)",
-            "bitsandbytes.optim.AdamW8bit", "~0.5 x params (two 8-bit states)", momentum="betas",
+            "bitsandbytes.optim.AdamW8bit", "~0.5 x params (two 8-bit states)",
         ),
         OptimizerInfo(
             "sophia", "clipped Newton-like step from a Hutchinson Hessian diagonal (Liu et al. 2024)",
-            _PO + "SophiaH", "3 x params (momentum, Hessian EMA, last estimate)", momentum="betas", hessian=True,
+            _PO + "SophiaH", "3 x params (momentum, Hessian EMA, last estimate)", hessian=True,
         ),
         OptimizerInfo(
             "muon", "orthogonalised momentum for matrices, AdamW for the rest (Jordan et al. 2024)",
@@ -120,11 +118,11 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         ),
         OptimizerInfo(
             "schedule_free", "Schedule-Free AdamW: no LR schedule needed (Defazio et al. 2024)",
-            _PO + "ScheduleFreeAdamW", "2 x params", momentum="betas", schedule_free=True,
+            _PO + "ScheduleFreeAdamW", "2 x params", schedule_free=True,
         ),
         OptimizerInfo(
             "lookahead", "k fast steps of a base optimizer, then a step of the slow weights (Zhang et al. 2019)",
-            _PO + "Lookahead", "base + 1 x params", momentum=None,
+            _PO + "Lookahead", "base + 1 x params",
             builder="optbench.optim.lookahead.build_lookahead",
         ),
     ]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from optbench.report.comparison import Comparison
 from optbench.report.groups import short_key
-from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, Run
+from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 from optbench.report.summary import Summary
 from optbench.report.tables import markdown_table
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
+from optbench.tracking.results import malformed
 
 PLOTS = {
     "test_acc.png": "Test accuracy per epoch",
@@ -50,6 +51,8 @@ def _why(run: Run) -> str:
         step, epoch = where.get("step"), where.get("epoch")
         at = "" if step is None else f" at step {step}"
         return f"diverged{at}" + ("" if epoch is None else f" (epoch {epoch + 1})")
+    if run.status == MALFORMED:
+        return f"malformed results.json ({malformed(run.results)})"
     if run.status == INTERRUPTED:
         return f"interrupted after {run.result('epochs')} of {run.result('planned_epochs')} epochs"
     return run.status

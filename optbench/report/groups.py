@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.config import is_bookkeeping
-from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, Run
+from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 
 SEED_KEY = "trainer.seed"
 # Settings that change where or how a run logs, not what it trains; never a group of their own
@@ -56,7 +56,7 @@ class Group:
 
     def status_counts(self) -> dict[str, int]:
         """Runs that are not in the means, by status."""
-        counts = {s: len(self.with_status(s)) for s in (FAILED, DIVERGED, INTERRUPTED)}
+        counts = {s: len(self.with_status(s)) for s in (FAILED, DIVERGED, INTERRUPTED, MALFORMED)}
         other = len(self.runs) - len(self.completed) - sum(counts.values())
         return {s: n for s, n in (counts | {"other status": other}).items() if n}
 

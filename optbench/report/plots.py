@@ -10,10 +10,10 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from optbench.figures import new_figure, save_png
 from optbench.report.profiles import TAU_MAX, performance_profiles
 from optbench.report.runs import Run
 from optbench.report.summary import Summary
+from optbench.tracking.figures import new_figure, save_png
 
 LINESTYLES = ("-", "--", ":", "-.")
 

@@ -12,14 +12,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optbench.config import flatten
 from optbench.errors import UserError
+from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, malformed
+
+__all__ = ["COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "Run", "load_runs"]
 
 # Hydra writes .hydra/ when it starts a job; the trainer writes results.json when it ends.
 RUN_MARKERS = (".hydra/config.yaml", "results.json")
-COMPLETED = "completed"
-DIVERGED = "diverged"
-INTERRUPTED = "interrupted"
 # No results.json: the run crashed, or it is still running; nothing on disk tells which.
 FAILED = "failed/unfinished"
+# A results.json that is not a complete result: listed, never averaged.
+MALFORMED = "malformed results"
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class Run:
 
     @property
     def status(self) -> str:
-        return FAILED if self.results is None else self.results.get("status", COMPLETED)
+        if self.results is None:
+            return FAILED
+        return MALFORMED if malformed(self.results) else self.results["status"]
 
     @property
     def seed(self) -> Any:

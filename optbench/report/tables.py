@@ -12,7 +12,7 @@ from rich import box
 from rich.table import Table
 
 from optbench.report.groups import Stat, short_key, show_value
-from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, Run
+from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 from optbench.report.summary import RESULT_METRICS, Summary
 from optbench.report.targets import time_to_target
 
@@ -124,6 +124,7 @@ def groups_csv(summaries: list[Summary], swept: list[str]) -> str:
             "failed_unfinished": counts.get(FAILED, 0),
             "diverged": counts.get(DIVERGED, 0),
             "interrupted": counts.get(INTERRUPTED, 0),
+            "malformed": counts.get(MALFORMED, 0),
             "target": s.target,
             "reached_target": s.reached,
             "target_attempts": s.attempts,

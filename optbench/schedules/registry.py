@@ -1,11 +1,11 @@
 """Every LR schedule optbench can run, one builder each, counted in optimizer steps.
 
-A builder gets the optimizer, its `scheduler:` config and the `Horizon` of the main phase
-(after any warm-up): `horizon.steps` LR values, step 0 to step `horizon.steps - 1`, where the
-last is the schedule's end value, applied to the run's last optimizer step. Durations in the
-configs are epochs (a number) or a share of the schedule ("25%"), converted to optimizer
-steps by `horizon.duration`, so changing epochs, batch size or accumulation never cuts a
-schedule short or overruns it.
+A builder gets its `scheduler:` config and the `Horizon` of the main phase (after any
+warm-up) and returns a factor of the step (optbench/schedules/factors.py): `horizon.steps`
+values, step 0 to step `horizon.steps - 1`, where the last is the schedule's end value,
+applied to the run's last optimizer step. Durations in the configs are epochs (a number) or
+a share of the schedule ("25%"), converted to optimizer steps by `horizon.duration`, so
+changing epochs, batch size or accumulation never cuts a schedule short or overruns it.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from omegaconf import DictConfig
-from torch.optim import lr_scheduler as torch_schedulers
 
 from optbench.checks import is_number
 from optbench.errors import UserError
-from optbench.schedules.factors import CosineFactor, CosineRestartsFactor
+from optbench.schedules import factors
+from optbench.schedules.factors import Constant
 
-PLATEAU_METRICS = {"test_loss": "min", "test_acc": "max", "train_loss": "min", "train_acc": "max"}
+Factor = Callable[[int], float]
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,6 @@ class Horizon:
 
     steps: int
     steps_per_epoch: int
-    peak_scale: float = 1.0  # configured peak LR / optimizer LR, for schedules with a peak
 
     def duration(self, value: float | str, key: str) -> int:
         """Optimizer steps of a duration given in epochs (`2.5`) or as a share of the schedule (`"25%"`)."""
@@ -55,163 +53,133 @@ class Horizon:
 @dataclass(frozen=True)
 class SchedulerInfo:
     description: str
-    implementation: str
-    build: Callable[[torch.optim.Optimizer, DictConfig, Horizon], torch_schedulers.LRScheduler]
-    per_evaluation: bool = False  # steps on a validation metric after each evaluation
+    oracle: str  # the torch scheduler the tests compare it with at every step
+    build: Callable[[DictConfig, Horizon], Factor]
+    per_evaluation: bool = False  # moves on a validation metric after each evaluation
 
 
-def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer uses a momentum coefficient a scheduler could cycle.
-
-    OneCycleLR and CyclicLR would silently switch momentum on for SGD without it (and raise
-    for Adagrad), so they cycle momentum only where the optimizer already has some.
-    """
-    if "betas" in optimizer.defaults:
-        return True
-    return "momentum" in optimizer.defaults and any(
-        g.get("momentum", 0) > 0 for g in optimizer.param_groups
-    )
-
-
-def _group_lrs(optimizer: torch.optim.Optimizer, scale: float = 1.0) -> list[float]:
-    return [group["lr"] * scale for group in optimizer.param_groups]
-
-
-def _constant(opt, cfg, horizon):
-    return torch_schedulers.ConstantLR(opt, factor=1.0, total_iters=0)
-
-
-def _step(opt, cfg, horizon):
-    return torch_schedulers.StepLR(opt, horizon.duration(cfg.step_size, "step_size"), cfg.gamma)
-
-
-def _multistep(opt, cfg, horizon):
-    milestones = [horizon.duration(m, "milestones") for m in cfg.milestones]
-    if milestones != sorted(milestones):
-        raise UserError(f"scheduler.milestones must increase, got {list(cfg.milestones)}")
-    return torch_schedulers.MultiStepLR(opt, milestones, cfg.gamma)
-
-
-def _exponential(opt, cfg, horizon):
-    if not 0 < cfg.gamma <= 1:
-        raise UserError(f"scheduler.gamma must be in (0, 1], got {cfg.gamma}")
-    # gamma is per epoch; spread it over the epoch's steps for a smooth decay.
-    return torch_schedulers.ExponentialLR(opt, cfg.gamma ** (1 / horizon.steps_per_epoch))
-
-
-def _check_floor(cfg) -> float:
+def _check_floor(cfg: DictConfig) -> float:
     if not 0 <= cfg.min_lr_ratio <= 1:
         raise UserError(f"scheduler.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
     return cfg.min_lr_ratio
 
 
-def _cosine(opt, cfg, horizon):
-    return torch_schedulers.LambdaLR(opt, CosineFactor(horizon.steps - 1, _check_floor(cfg)))
+def _check_gamma(cfg: DictConfig) -> float:
+    if not (is_number(cfg.gamma) and cfg.gamma > 0):
+        raise UserError(f"scheduler.gamma must be a positive number, got {cfg.gamma!r}")
+    return cfg.gamma
 
 
-def _cosine_restarts(opt, cfg, horizon):
+def _step(cfg, horizon):
+    return factors.Steps((), _check_gamma(cfg), every=horizon.duration(cfg.step_size, "step_size"))
+
+
+def _multistep(cfg, horizon):
+    milestones = [horizon.duration(m, "milestones") for m in cfg.milestones]
+    if milestones != sorted(milestones):
+        raise UserError(f"scheduler.milestones must increase, got {list(cfg.milestones)}")
+    return factors.Steps(tuple(milestones), _check_gamma(cfg))
+
+
+def _exponential(cfg, horizon):
+    if not 0 < cfg.gamma <= 1:
+        raise UserError(f"scheduler.gamma must be in (0, 1], got {cfg.gamma}")
+    # gamma is per epoch; spread it over the epoch's steps for a smooth decay.
+    return factors.Exponential(cfg.gamma ** (1 / horizon.steps_per_epoch))
+
+
+def _cosine(cfg, horizon):
+    return factors.Cosine(horizon.steps - 1, _check_floor(cfg))
+
+
+def _cosine_restarts(cfg, horizon):
     if cfg.T_mult < 1 or int(cfg.T_mult) != cfg.T_mult:
         raise UserError(f"scheduler.T_mult must be an integer >= 1, got {cfg.T_mult}")
     period = horizon.duration(cfg.T_0, "T_0")
-    return torch_schedulers.LambdaLR(
-        opt, CosineRestartsFactor(period, int(cfg.T_mult), _check_floor(cfg))
-    )
+    return factors.CosineRestarts(period, int(cfg.T_mult), _check_floor(cfg))
 
 
-def _linear(opt, cfg, horizon):
-    return torch_schedulers.LinearLR(
-        opt, start_factor=1.0, end_factor=_check_floor(cfg), total_iters=horizon.steps - 1
-    )
+def _linear(cfg, horizon):
+    return factors.Linear(horizon.steps - 1, _check_floor(cfg))
 
 
-def _polynomial(opt, cfg, horizon):
+def _polynomial(cfg, horizon):
     if cfg.power <= 0:
         raise UserError(f"scheduler.power must be positive, got {cfg.power}")
-    return torch_schedulers.PolynomialLR(opt, total_iters=horizon.steps - 1, power=cfg.power)
+    return factors.Polynomial(horizon.steps - 1, cfg.power)
 
 
-def _onecycle(opt, cfg, horizon):
-    return torch_schedulers.OneCycleLR(
-        opt,
-        max_lr=_group_lrs(opt, horizon.peak_scale),
-        total_steps=horizon.steps,
-        pct_start=cfg.pct_start,
-        anneal_strategy=cfg.anneal_strategy,
-        div_factor=cfg.div_factor,
-        final_div_factor=cfg.final_div_factor,
-        three_phase=cfg.three_phase,
-        cycle_momentum=cfg.cycle_momentum and has_momentum(opt),
-        base_momentum=cfg.base_momentum,
-        max_momentum=cfg.max_momentum,
-    )
-
-
-def _cyclic(opt, cfg, horizon):
-    peaks = _group_lrs(opt, horizon.peak_scale)
-    return torch_schedulers.CyclicLR(
-        opt,
-        base_lr=[peak * cfg.base_lr_ratio for peak in peaks],
-        max_lr=peaks,
-        step_size_up=horizon.duration(cfg.half_cycle, "half_cycle"),
-        mode=cfg.mode,
-        gamma=cfg.gamma,
-        cycle_momentum=cfg.cycle_momentum and has_momentum(opt),
-        base_momentum=cfg.base_momentum,
-        max_momentum=cfg.max_momentum,
-    )
-
-
-def _plateau(opt, cfg, horizon):
-    if cfg.metric not in PLATEAU_METRICS:
+def _momentum_range(cfg: DictConfig) -> tuple[float, float]:
+    low, high = cfg.base_momentum, cfg.max_momentum
+    if not (is_number(low) and is_number(high) and 0 <= low <= high < 1):
         raise UserError(
-            f"scheduler.metric must be one of {', '.join(PLATEAU_METRICS)}, got '{cfg.metric}'"
+            f"scheduler: need 0 <= base_momentum <= max_momentum < 1, got {low!r} and {high!r}"
         )
-    mode = cfg.mode or PLATEAU_METRICS[cfg.metric]
-    if mode not in ("min", "max"):
-        raise UserError(f"scheduler.mode must be min or max, got '{mode}'")
-    return torch_schedulers.ReduceLROnPlateau(
-        opt,
-        mode=mode,
-        factor=cfg.factor,
-        patience=cfg.patience,
-        threshold=cfg.threshold,
-        min_lr=_group_lrs(opt, _check_floor(cfg)),
-    )
+    return low, high
 
 
-_TORCH = "torch "  # torch.optim.lr_scheduler.
+def _onecycle(cfg, horizon):
+    if not 0 < cfg.pct_start < 1:
+        raise UserError(f"scheduler.pct_start must be in (0, 1), got {cfg.pct_start}")
+    if cfg.anneal_strategy not in ("cos", "linear"):
+        raise UserError(
+            f"scheduler.anneal_strategy must be cos or linear, got '{cfg.anneal_strategy}'"
+        )
+    if not (cfg.div_factor > 0 and cfg.final_div_factor > 0):
+        raise UserError("scheduler.div_factor and final_div_factor must be positive")
+    factor = factors.OneCycle(
+        horizon.steps, cfg.pct_start, cfg.div_factor, cfg.final_div_factor,
+        bool(cfg.three_phase), cfg.anneal_strategy, *_momentum_range(cfg),
+    )  # fmt: skip
+    phases = [end for end, *_ in factor._phases()]
+    if any(b <= a for a, b in zip([0.0, *phases], phases, strict=False)):
+        raise UserError(
+            f"scheduler=onecycle: {horizon.steps} steps are too few for pct_start={cfg.pct_start}"
+        )
+    return factor
+
+
+def _cyclic(cfg, horizon):
+    if cfg.mode not in ("triangular", "triangular2", "exp_range"):
+        raise UserError(
+            f"scheduler.mode must be triangular, triangular2 or exp_range, got '{cfg.mode}'"
+        )
+    if not 0 <= cfg.base_lr_ratio <= 1:
+        raise UserError(f"scheduler.base_lr_ratio must be in [0, 1], got {cfg.base_lr_ratio}")
+    return factors.Cyclic(
+        horizon.duration(cfg.half_cycle, "half_cycle"), cfg.base_lr_ratio, cfg.mode,
+        _check_gamma(cfg), *_momentum_range(cfg),
+    )  # fmt: skip
+
+
+def _plateau(cfg, horizon):
+    for key in ("factor", "threshold"):
+        if not (is_number(cfg[key]) and cfg[key] >= 0):
+            raise UserError(f"scheduler.{key} must be a non-negative number, got {cfg[key]!r}")
+    if not 0 < cfg.factor < 1:
+        raise UserError(f"scheduler.factor must be in (0, 1), got {cfg.factor}")
+    _check_floor(cfg)
+    return Constant()  # the reductions are the Plateau's state, not a function of the step
+
+
 SCHEDULERS: dict[str, SchedulerInfo] = {
-    "constant": SchedulerInfo("the optimizer's LR throughout", _TORCH + "ConstantLR", _constant),
-    "step": SchedulerInfo("multiply by gamma every step_size epochs", _TORCH + "StepLR", _step),
-    "multistep": SchedulerInfo(
-        "multiply by gamma at each milestone epoch", _TORCH + "MultiStepLR", _multistep
-    ),
-    "exponential": SchedulerInfo(
-        "multiply by gamma every epoch, smoothly", _TORCH + "ExponentialLR", _exponential
-    ),
-    "cosine": SchedulerInfo("half cosine to min_lr_ratio x LR", "closed form (LambdaLR)", _cosine),
+    "constant": SchedulerInfo("the optimizer's LR throughout", "ConstantLR", lambda c, h: Constant()),
+    "step": SchedulerInfo("multiply by gamma every step_size epochs", "StepLR", _step),
+    "multistep": SchedulerInfo("multiply by gamma at each milestone epoch", "MultiStepLR", _multistep),
+    "exponential": SchedulerInfo("multiply by gamma every epoch, smoothly", "ExponentialLR", _exponential),
+    "cosine": SchedulerInfo("half cosine to min_lr_ratio x LR", "CosineAnnealingLR", _cosine),
     "cosine_restarts": SchedulerInfo(
-        "SGDR: cosine cycles of T_0 epochs, each T_mult x longer",
-        "closed form (LambdaLR)",
+        "SGDR: cosine cycles of T_0 epochs, each T_mult x longer", "CosineAnnealingWarmRestarts",
         _cosine_restarts,
     ),
-    "onecycle": SchedulerInfo(
-        "Smith's 1cycle: warm up to max_lr, anneal far below", _TORCH + "OneCycleLR", _onecycle
-    ),
+    "onecycle": SchedulerInfo("Smith's 1cycle: warm up to max_lr, anneal far below", "OneCycleLR", _onecycle),
     "warmup_cosine": SchedulerInfo(
-        "linear warm-up, then half cosine to a floor", "closed form (LambdaLR)", _cosine
+        "linear warm-up, then half cosine to a floor", "CosineAnnealingLR", _cosine
     ),
-    "warmup_linear": SchedulerInfo(
-        "linear warm-up, then linear decay (BERT)", _TORCH + "LinearLR", _linear
-    ),
-    "polynomial": SchedulerInfo("(1 - t/T)^power decay to 0", _TORCH + "PolynomialLR", _polynomial),
+    "warmup_linear": SchedulerInfo("linear warm-up, then linear decay (BERT)", "LinearLR", _linear),
+    "polynomial": SchedulerInfo("(1 - t/T)^power decay to 0", "PolynomialLR", _polynomial),
     "plateau": SchedulerInfo(
-        "multiply by factor when a validation metric stalls",
-        _TORCH + "ReduceLROnPlateau",
-        _plateau,
-        True,
+        "multiply by factor when a validation metric stalls", "ReduceLROnPlateau", _plateau, True
     ),
-    "cyclic": SchedulerInfo(
-        "triangular cycles between two LRs (Smith 2017)", _TORCH + "CyclicLR", _cyclic
-    ),
-}
+    "cyclic": SchedulerInfo("triangular cycles between two LRs (Smith 2017)", "CyclicLR", _cyclic),
+}  # fmt: skip

@@ -1,82 +1,95 @@
-"""The run's LR schedule as the trainer steps it: a linear warm-up in front of any scheduler.
+"""The run's LR schedule: a factor of the optimizer step, with a linear warm-up in front.
 
-The trainer calls `step()` after every optimizer step and `evaluated(metrics)` after every
-evaluation; whether the schedule moves on steps or on a validation metric is the
-scheduler's business, not the user's.
+`lr_factor(t)` is a pure function of the step for every scheduler but plateau, the one
+metric-driven case, whose reductions are the schedule's only state. The run sets each
+group's LR to base LR x the group's `lr_scale` x `lr_factor(t)` before step t (see
+optbench/run/hyperparameters.py); nothing here touches an optimizer.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from optbench.checks import is_number
 from optbench.errors import UserError
-from optbench.schedules.registry import SCHEDULERS, Horizon, SchedulerInfo
+from optbench.schedules.factors import WarmedUp
+from optbench.schedules.registry import SCHEDULERS, Factor, Horizon, SchedulerInfo
 
 
-class Schedule:
-    """Warm up linearly for `warmup_steps`, then hand over to `main`.
+@dataclass
+class Plateau:
+    """ReduceLROnPlateau's rule (relative threshold, no cooldown) on the LR factor."""
 
-    `main` is built first, so its own step-0 LRs are the warm-up's targets: the warm-up ends
-    exactly where the main schedule begins, and the main schedule's clock starts at the end
-    of warm-up.
-    """
+    mode: str  # min | max
+    factor: float
+    patience: int
+    threshold: float
+    floor: float
+    scale: float = 1.0
+    best: float = math.nan
+    bad_evaluations: int = 0
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        main: torch.optim.lr_scheduler.LRScheduler,
-        *,
-        warmup_steps: int = 0,
-        warmup_start_factor: float = 0.0,
-        per_evaluation: bool = False,
-        metric: str | None = None,
-    ):
-        self.optimizer = optimizer
-        self.main = main
-        self.warmup_steps = warmup_steps
-        self.warmup_start_factor = warmup_start_factor
-        self.per_evaluation = per_evaluation
-        self.metric = metric
-        self.targets = [group["lr"] for group in optimizer.param_groups]
-        self.step_count = 0
-        self._set_warmup_lr()
-
-    def _set_warmup_lr(self) -> None:
-        if self.step_count > self.warmup_steps:
+    def update(self, value: float) -> None:
+        better = math.isnan(self.best) or (
+            value < self.best * (1 - self.threshold)
+            if self.mode == "min"
+            else value > self.best * (1 + self.threshold)
+        )
+        if better:
+            self.best, self.bad_evaluations = value, 0
             return
-        progress = self.step_count / self.warmup_steps if self.warmup_steps else 1.0
-        factor = self.warmup_start_factor + (1.0 - self.warmup_start_factor) * progress
-        for group, target in zip(self.optimizer.param_groups, self.targets, strict=True):
-            group["lr"] = target * factor
+        self.bad_evaluations += 1
+        if self.bad_evaluations > self.patience:
+            self.scale = max(self.scale * self.factor, self.floor)
+            self.bad_evaluations = 0
 
-    def step(self) -> None:
-        """Advance one optimizer step."""
-        self.step_count += 1
-        if self.step_count <= self.warmup_steps:
-            self._set_warmup_lr()
-        elif not self.per_evaluation:
-            self.main.step()
 
-    def evaluated(self, metrics: dict[str, float]) -> None:
-        """Advance on a validation result (plateau schedules only, after warm-up)."""
-        if self.per_evaluation and self.step_count >= self.warmup_steps:
-            self.main.step(metrics[self.metric])
+@dataclass
+class Schedule:
+    name: str
+    total_steps: int
+    warmup_steps: int
+    factor: Factor  # of the step, warm-up included
+    plateau: Plateau | None = None
+    metric: str | None = None  # the validation metric plateau watches
+    _cycles_momentum: bool = field(default=False, repr=False)
+
+    def lr_factor(self, step: int) -> float:
+        scale = self.plateau.scale if self.plateau is not None else 1.0
+        return self.factor(step) * scale
+
+    def momentum(self, step: int) -> float | None:
+        """The momentum (or beta1) the scheduler sets at `step`, or None where it sets none."""
+        return self.factor.momentum(step) if self._cycles_momentum else None
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self._cycles_momentum
+
+    def lr_range(self) -> tuple[float, float]:
+        """Lowest and highest factor over the run (before any plateau reduction)."""
+        values = [self.factor(t) for t in range(self.total_steps)]
+        return min(values), max(values)
+
+    def evaluated(self, metrics: dict[str, float], step: int) -> None:
+        """A validation result at `step`: plateau moves on it, after the warm-up."""
+        if self.plateau is not None and step >= self.warmup_steps:
+            self.plateau.update(metrics[self.metric])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step_count": self.step_count,
-            "targets": self.targets,
-            "main": self.main.state_dict(),
-        }
+        if self.plateau is None:
+            return {}
+        p = self.plateau
+        return {"scale": p.scale, "best": p.best, "bad_evaluations": p.bad_evaluations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = state["step_count"]
-        self.targets = state["targets"]
-        self.main.load_state_dict(state["main"])
+        if self.plateau is not None:
+            for key, value in state.items():
+                setattr(self.plateau, key, value)
 
 
 def warmup_steps(warmup: Any, total_steps: int) -> int:
@@ -93,7 +106,7 @@ def warmup_steps(warmup: Any, total_steps: int) -> int:
         steps = int(warmup)
     if steps < 0:
         raise UserError(f"scheduler.warmup must not be negative, got {warmup}")
-    if steps > total_steps - 2:
+    if steps and steps > total_steps - 2:
         raise UserError(
             f"scheduler.warmup ({steps} steps) leaves no room for the schedule: training has "
             f"{total_steps} optimizer steps"
@@ -108,40 +121,45 @@ def scheduler_info(name: str) -> SchedulerInfo:
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer,
     cfg: DictConfig,
     *,
     steps_per_epoch: int,
     total_steps: int,
-    base_lr: float,
+    metric_modes: dict[str, str],
+    cycles_momentum: bool = False,
 ) -> Schedule:
     """The schedule `cfg` describes over `total_steps` optimizer steps.
 
-    `base_lr` is the optimizer's configured LR; a schedule's `max_lr`, where it has one,
-    scales every group's LR by max_lr / base_lr, keeping per-group ratios.
+    `metric_modes` are the task's validation metrics and whether each is minimised or
+    maximised (plateau watches one); `cycles_momentum` says whether the optimizer has a
+    momentum the scheduler may cycle (never switched on for plain SGD).
     """
     info = scheduler_info(cfg.name)
     warmup = warmup_steps(cfg.get("warmup", 0), total_steps)
     start_factor = cfg.get("warmup_start_factor", 0.0)
-    if not 0 <= start_factor <= 1:
-        raise UserError(f"scheduler.warmup_start_factor must be in [0, 1], got {start_factor}")
+    if not (is_number(start_factor) and 0 <= start_factor <= 1):
+        raise UserError(f"scheduler.warmup_start_factor must be in [0, 1], got {start_factor!r}")
     max_lr = cfg.get("max_lr")
-    if max_lr is not None and not (is_number(max_lr) and max_lr > 0):
+    if max_lr is not None and max_lr != "auto" and not (is_number(max_lr) and max_lr > 0):
         raise UserError(f"scheduler.max_lr must be a positive number, null or auto, got {max_lr!r}")
-    horizon = Horizon(
-        steps=total_steps - warmup,
-        steps_per_epoch=steps_per_epoch,
-        peak_scale=max_lr / base_lr if max_lr is not None else 1.0,
-    )
-    try:
-        main = info.build(optimizer, cfg, horizon)
-    except ValueError as err:
-        raise UserError(f"scheduler={cfg.name}: {err}") from None
+    main = info.build(cfg, Horizon(total_steps - warmup, steps_per_epoch))
+    plateau, metric = None, None
+    if info.per_evaluation:
+        metric = cfg.metric
+        if metric not in metric_modes:
+            raise UserError(
+                f"scheduler.metric must be one of {', '.join(metric_modes)}, got '{metric}'"
+            )
+        mode = cfg.mode or metric_modes[metric]
+        if mode not in ("min", "max"):
+            raise UserError(f"scheduler.mode must be min or max, got '{mode}'")
+        plateau = Plateau(mode, cfg.factor, cfg.patience, cfg.threshold, cfg.min_lr_ratio)
     return Schedule(
-        optimizer,
-        main,
-        warmup_steps=warmup,
-        warmup_start_factor=start_factor,
-        per_evaluation=info.per_evaluation,
-        metric=cfg.get("metric"),
+        cfg.name,
+        total_steps,
+        warmup,
+        WarmedUp(main, warmup, start_factor),
+        plateau,
+        metric,
+        _cycles_momentum=bool(cfg.get("cycle_momentum")) and cycles_momentum,
     )

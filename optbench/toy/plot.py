@@ -14,9 +14,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from optbench.figures import new_figure, save_png
 from optbench.toy.functions import ToyFunction
 from optbench.toy.trajectories import Trajectory
+from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_bytes
 
 GRID_POINTS = 400  # per axis of the contour grid

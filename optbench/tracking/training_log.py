@@ -14,35 +14,38 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from optbench.optim.momentum import momentum_coefficient
+from optbench.run.step import StepResult
+from optbench.tasks import Task
 from optbench.tracking.files import append_json_line
-from optbench.train.step import StepResult
 
 
 @dataclass
 class EpochTotals:
     """Sums over the current epoch's optimizer steps, kept on the device (and checkpointed)."""
 
-    loss: torch.Tensor
-    correct: torch.Tensor
-    grad_norm: torch.Tensor
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # the task's metric sums
+    grad_norm: float | torch.Tensor = 0.0
     samples: int = 0
     steps: int = 0
     time_s: float = 0.0  # training time of the epoch so far, across an interruption
 
-    @classmethod
-    def zeros(cls, device: torch.device) -> EpochTotals:
-        return cls(
-            torch.zeros((), device=device),
-            torch.zeros((), device=device),
-            torch.zeros((), device=device),
-        )
-
     def add(self, result: StepResult) -> None:
-        self.loss += result.loss * result.samples
-        self.correct += result.correct
-        self.grad_norm += result.grad_norm
+        for key, value in result.sums.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.grad_norm = self.grad_norm + result.grad_norm
         self.samples += result.samples
         self.steps += 1
+
+    def means(self, task: Task) -> dict[str, float]:
+        """The epoch's training metrics (`train_loss`, ...) and mean gradient norm (one sync)."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        values = torch.stack([*self.sums.values(), torch.as_tensor(self.grad_norm)]).tolist()
+        metrics = task.metrics(dict(zip(keys, values, strict=False)), max(self.samples, 1))
+        return {f"train_{k}": v for k, v in metrics.items()} | {
+            "grad_norm": values[-1] / max(self.steps, 1)
+        }
 
 
 @dataclass
@@ -99,18 +102,9 @@ class TrainingLog:
         self.latest_loss = values[-1][0]
         self.pending.clear()
 
-    def epoch(self, record: dict[str, Any], totals: EpochTotals) -> dict[str, Any]:
-        """Close an epoch: add its training means to `record`, write it, return it."""
+    def epoch(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Close an epoch: write its record (training means included) and return it."""
         self.flush()
-        loss, correct, grad_norm = torch.stack(
-            [totals.loss, totals.correct, totals.grad_norm]
-        ).tolist()
-        record = {
-            **record,
-            "train_loss": loss / max(totals.samples, 1),
-            "train_acc": correct / max(totals.samples, 1),
-            "grad_norm": grad_norm / max(totals.steps, 1),
-        }
         append_json_line(self.run_dir / "metrics.jsonl", record)
         # Everything on the optimizer-step axis, so runs with different epoch lengths line up
         # and a resumed run can purge what was logged after its checkpoint.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import pickle
-import random
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,21 +79,3 @@ def load_latest(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     raise UserError(
         f"no readable checkpoint in {run_dir / FOLDER}: all {len(candidates)} are corrupt"
     )
-
-
-def rng_state() -> dict[str, Any]:
-    """Python's and torch's random states (CPU and every CUDA device)."""
-    version, internal, gauss = random.getstate()
-    return {
-        "python": [version, list(internal), gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,26 +1,19 @@
-"""Momentum schedules and buffer actions, stepped by the trainer like the LR schedule.
+"""Momentum control (`momentum:` block): a coefficient schedule and buffer actions by epoch.
 
 - `cyclic`: momentum moves inversely to the LR, from `high` at the run's lowest LR to `low`
   at its highest (Smith's 1cycle rule, for any LR schedule);
 - `piecewise`: a value per epoch range, e.g. {0: 0.5, 5: 0.9};
 - `reset_at_epochs` / `scale_at_epochs`: zero or multiply the buffers as an epoch starts.
-Everything is a function of the step, the epoch and the LR, so a resumed run needs no
-extra state.
+Everything is a function of the step, the epoch and the LR factor, so a resumed run needs
+no extra state; the run applies it to the optimizer (optbench/run/hyperparameters.py).
 """
 
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from optbench.checks import require_fraction
 from optbench.errors import UserError
-from optbench.optim.momentum import (
-    keeps_momentum,
-    reset_momentum,
-    scale_momentum,
-    set_momentum_coefficient,
-)
 
 SCHEDULES = ("none", "cyclic", "piecewise")
 
@@ -40,28 +33,24 @@ def _epoch(value: object, key: str) -> int:
     return epoch
 
 
-class MomentumSchedule:
+class MomentumControl:
     def __init__(
         self,
-        optimizer: torch.optim.Optimizer,
         cfg: DictConfig,
         *,
         steps_per_epoch: int,
-        lr_range: tuple[float, float] | None = None,
+        lr_range: tuple[float, float],
         scheduler_cycles_momentum: bool = False,
     ):
         if cfg.schedule not in SCHEDULES:
             raise UserError(
                 f"momentum.schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'"
             )
-        self.optimizer = optimizer
         self.kind = cfg.schedule
         self.steps_per_epoch = steps_per_epoch
         self.rescale = bool(cfg.rescale_buffers)
-        self.low, self.high = (
-            require_fraction(cfg.low, "momentum.low"),
-            require_fraction(cfg.high, "momentum.high"),
-        )
+        self.low = require_fraction(cfg.low, "momentum.low")
+        self.high = require_fraction(cfg.high, "momentum.high")
         self.milestones = sorted(
             (_epoch(k, "milestones"), require_fraction(v, "momentum.milestones"))
             for k, v in _mapping(cfg.milestones).items()
@@ -72,11 +61,6 @@ class MomentumSchedule:
         }
         if any(v < 0 for v in self.scales.values()):
             raise UserError("momentum.scale_at_epochs factors must be >= 0")
-        active = self.kind != "none" or self.resets or self.scales
-        if active and not keeps_momentum(optimizer):
-            raise UserError(
-                f"momentum control needs an optimizer with momentum; {type(optimizer).__name__} keeps none"
-            )
         if self.kind != "none" and scheduler_cycles_momentum:
             raise UserError(
                 "the scheduler already cycles momentum (scheduler.cycle_momentum); "
@@ -86,33 +70,22 @@ class MomentumSchedule:
             raise UserError(
                 "momentum.milestones must give a value from epoch 0, e.g. {0: 0.5, 5: 0.9}"
             )
-        if self.kind == "cyclic":
-            if lr_range is None or lr_range[1] <= lr_range[0]:
-                raise UserError(
-                    "momentum.schedule=cyclic moves against the LR, but this LR schedule is flat"
-                )
-            self.lr_low, self.lr_high = lr_range
+        self.lr_low, self.lr_high = lr_range
+        if self.kind == "cyclic" and self.lr_high <= self.lr_low:
+            raise UserError(
+                "momentum.schedule=cyclic moves against the LR, but this LR schedule is flat"
+            )
 
-    def value(self, step: int, lr: float) -> float | None:
-        """The coefficient for optimizer step `step` at LR `lr` (of the first group), or None."""
+    @property
+    def active(self) -> bool:
+        return self.kind != "none" or bool(self.resets) or bool(self.scales)
+
+    def value(self, step: int, lr_factor: float) -> float | None:
+        """The coefficient for optimizer step `step` at LR factor `lr_factor`, or None."""
         if self.kind == "cyclic":
-            position = (lr - self.lr_low) / (self.lr_high - self.lr_low)
+            position = (lr_factor - self.lr_low) / (self.lr_high - self.lr_low)
             return self.high - (self.high - self.low) * min(max(position, 0.0), 1.0)
         if self.kind == "piecewise":
             epoch = step // self.steps_per_epoch
             return next(value for start, value in reversed(self.milestones) if start <= epoch)
         return None
-
-    def apply(self, step: int) -> None:
-        """Set the coefficient for the optimizer step about to run."""
-        value = self.value(step, self.optimizer.param_groups[0]["lr"])
-        if value is not None:
-            for group in self.optimizer.param_groups:
-                set_momentum_coefficient(self.optimizer, group, value, self.rescale)
-
-    def epoch_start(self, epoch: int) -> None:
-        """Reset or scale the buffers as epoch `epoch` (counted from 0) begins."""
-        if epoch in self.resets:
-            reset_momentum(self.optimizer)
-        if epoch in self.scales:
-            scale_momentum(self.optimizer, self.scales[epoch])

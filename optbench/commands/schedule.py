@@ -18,11 +18,11 @@ from rich.table import Table
 
 from optbench.config import group_option
 from optbench.errors import UserError
-from optbench.figures import new_figure, save_png
-from optbench.lr_finder.finder import lr_finder_needed
-from optbench.schedules.curve import ScheduleCurve, schedule_curve
-from optbench.schedules.schedule import scheduler_info
+from optbench.run.auto_lr import auto_keys
+from optbench.run.schedule_curve import ScheduleCurve, schedule_curve
+from optbench.schedules import scheduler_info
 from optbench.tracking.console import console
+from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_text
 from optbench.train.preflight import check_train_config
 
@@ -53,7 +53,7 @@ def compared_names(cfg: DictConfig) -> list[str]:
 
 
 def check_schedule_config(cfg: DictConfig) -> None:
-    if lr_finder_needed(cfg):
+    if auto_keys(cfg):
         raise UserError(
             "an `auto` LR comes from the LR range test at training time; give a number to preview it"
         )
@@ -83,7 +83,7 @@ def summary(curve: ScheduleCurve) -> dict[str, Any]:
     peak = max(range(len(lrs)), key=lrs.__getitem__)
     row = {
         "scheduler": curve.name,
-        "implementation": scheduler_info(curve.name).implementation,
+        "torch oracle": scheduler_info(curve.name).oracle,
         "steps": f"{curve.total_steps} ({curve.steps_per_epoch}/epoch)",
         "warm-up end": f"step {curve.warmup_steps}: {lrs[curve.warmup_steps]:.3g}"
         if curve.warmup_steps
@@ -98,7 +98,7 @@ def summary(curve: ScheduleCurve) -> dict[str, Any]:
     return row
 
 
-def summary_table(curves: list[ScheduleCurve]) -> Table:
+def schedules_table(curves: list[ScheduleCurve]) -> Table:
     rows = [summary(c) for c in curves]
     table = Table(title="LR schedule (first parameter group)", title_justify="left")
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -153,7 +153,7 @@ def run_schedule(cfg: DictConfig, run_dir: Path) -> None:
         series = [_series(curve, curve.name) for curve in curves]
     title = f"optimizer={cfg.optimizer.name}, {cfg.trainer.epochs} epochs x {curves[0].steps_per_epoch} steps"
     save_png(plot_curves(series, curves[0].steps_per_epoch, title), run_dir / PNG_NAME)
-    console.print(summary_table(curves))
+    console.print(schedules_table(curves))
     console.print(f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}")
 
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from optbench.lr_finder.finder import PLACEHOLDER_LR, FinderSettings, find_lr
+from optbench.lr_finder.finder import FinderSettings, find_lr
 from optbench.lr_finder.outputs import suggestions_table, write_outputs
+from optbench.run import build_run
 from optbench.tracking.console import console
-from optbench.train.plan import plan_run
 from optbench.train.preflight import check_train_config
-from optbench.train.setup import build_setup
 
 
 def check_lr_find_config(cfg: DictConfig) -> None:
@@ -24,9 +23,7 @@ def label(cfg: DictConfig) -> str:
 
 
 def run_lr_find(cfg: DictConfig, run_dir: Path) -> float | None:
-    plan = plan_run(cfg)
-    setup = build_setup(cfg, plan, lr=PLACEHOLDER_LR)
-    result = find_lr(setup, cfg.lr_find, reference_lr=PLACEHOLDER_LR)
+    result = find_lr(build_run(cfg), cfg.lr_find)
     write_outputs(result, run_dir, label(cfg))
     console.print(suggestions_table(result, f"LR range test: {label(cfg)}"))
     console.print(f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json")

@@ -15,6 +15,7 @@ from optbench.optim.registry import optimizer_info
 
 AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
+NONFINITE_POLICIES = ("stop", "skip")
 # The trainer's other integer settings and their smallest allowed value.
 INTEGER_SETTINGS = {
     "eval_batch_size": 1,
@@ -45,6 +46,12 @@ class RunPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock intervals measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def device_for_job(setting: str, job_num: int | None, gpu_count: int) -> str:
@@ -84,6 +91,7 @@ def resolve_device(name: str) -> torch.device:
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Check the `trainer:` settings and count batches and optimizer steps."""
     t = cfg.trainer
+    require_int(t.seed, "trainer.seed", 0)
     epochs = require_int(t.epochs, "trainer.epochs", 1)
     batch_size = require_int(t.batch_size, "trainer.batch_size", 1)
     accumulation = require_int(t.accumulation, "trainer.accumulation", 1)
@@ -115,6 +123,10 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     if batches < 1:
         raise UserError(
             f"trainer.batch_size={batch_size} with drop_last leaves no batch of the "
-            f"{info.train_size} training images"
+            f"{info.train_size} training samples"
+        )
+    if t.on_nonfinite not in NONFINITE_POLICIES:
+        raise UserError(
+            f"trainer.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{t.on_nonfinite}'"
         )
     return RunPlan(device, t.amp, epochs, batch_size, accumulation, batches, info)

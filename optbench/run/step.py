@@ -11,19 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optbench.data import Batch
 from optbench.optim.hessian import HutchinsonHessian
+from optbench.tasks import Task
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
 class StepResult:
-    loss: torch.Tensor  # mean loss over the step's samples (on the device)
-    correct: torch.Tensor  # correctly classified samples (on the device)
+    loss: torch.Tensor  # mean training objective over the step's samples (on the device)
+    sums: dict[str, torch.Tensor]  # the task's metric sums over the step's samples (on the device)
     samples: int
     grad_norm: torch.Tensor  # total gradient norm before clipping
     clipped_grad_norm: torch.Tensor  # ... and after
@@ -49,22 +49,22 @@ class TrainStep:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
+        task: Task,
         *,
         device: torch.device,
         amp: str = "none",
         clip_mode: str = "none",
         clip_max: float = 1.0,
-        label_smoothing: float = 0.0,
         hessian: HutchinsonHessian | None = None,
         schedule_free: bool = False,
     ):
         self.model = model
         self.optimizer = optimizer
+        self.task = task
         self.device = device
         self.amp = amp
         self.clip_mode = clip_mode
         self.clip_max = clip_max
-        self.label_smoothing = label_smoothing
         self.hessian = hessian  # estimates for second-order optimizers (Sophia)
         self.schedule_free = schedule_free  # evaluate at the optimizer's averaged weights
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -80,33 +80,32 @@ class TrainStep:
             self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp != "none"
         )
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-
     def __call__(self, micro_batches: Sequence[Batch], step: int = 0) -> StepResult:
         """Accumulate gradients over `micro_batches` and take optimizer step number `step`."""
-        samples = sum(len(labels) for _, labels in micro_batches)
+        samples = sum(len(targets) for _, targets in micro_batches)
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        sums: dict[str, torch.Tensor] = {}
         hessian = None
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, labels) in enumerate(micro_batches):
+        for i, (inputs, targets) in enumerate(micro_batches):
             with self.autocast():
-                logits = self.model(images)
-                loss = self.loss(logits, labels)
+                outputs = self.model(inputs)
+                loss = self.task.loss(outputs, targets)
             # Weight each micro-batch by its share of the step's samples: the same gradient as
             # one big batch, also when the last micro-batch is short.
-            share = len(labels) / samples
+            share = len(targets) / samples
             if i == len(micro_batches) - 1 and self._hessian_due(step):
                 hessian = self._backward_with_hessian(loss, share)
             else:
                 self.scaler.scale(loss * share).backward()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            loss_sum += loss.detach() * len(targets)
+            with torch.no_grad():
+                for key, value in self.task.sums(outputs.detach(), targets).items():
+                    sums[key] = sums[key] + value if key in sums else value
         self.scaler.unscale_(self.optimizer)
         grad_norm, clipped_norm = self._clip()
         mean_loss = loss_sum / samples
-        result = StepResult(mean_loss, correct, samples, grad_norm, clipped_norm)
+        result = StepResult(mean_loss, sums, samples, grad_norm, clipped_norm)
         # The step's one host-device sync: a non-finite update must never reach the weights.
         if not bool(torch.isfinite(mean_loss) & torch.isfinite(grad_norm)):
             if not (self.scaler.is_enabled() and torch.isfinite(mean_loss)):

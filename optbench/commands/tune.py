@@ -48,8 +48,8 @@ from optbench.checks import is_number, require_int
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, one_line
 from optbench.tracking.files import atomic_write_json, atomic_write_text, json_safe
+from optbench.tracking.results import objective
 from optbench.train.preflight import check_train_config
-from optbench.train.trainer import objective
 
 PROG = "optbench tune"
 CONFIG_NAME = "train"

@@ -1,4 +1,4 @@
-"""Loss and accuracy of a model on a whole split, with one host-device sync."""
+"""The task's metrics of a model on a whole split, with one host-device sync."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optbench.data import Batch, DeviceBatches
-from optbench.train.step import TrainStep
+from optbench.run.step import TrainStep
 
 # Training batches used to re-estimate batch-norm statistics at Schedule-Free's eval weights.
 BN_REFRESH_BATCHES = 20
@@ -20,7 +19,7 @@ BN_REFRESH_BATCHES = 20
 def evaluate(
     step: TrainStep, batches: DeviceBatches, train_batches: DeviceBatches | None = None
 ) -> dict[str, float]:
-    """Mean loss and accuracy of `step.model` over `batches`, under the step's autocast.
+    """The task's metrics of `step.model` over `batches`, under the step's autocast.
 
     For Schedule-Free optimizers the model is evaluated at the optimizer's averaged
     weights, with batch-norm statistics recomputed there from `train_batches`.
@@ -35,23 +34,21 @@ def _evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_batches(step: TrainStep, batches: Iterable[Batch]) -> dict[str, float]:
-    """Mean loss and accuracy over `batches` in eval mode (one host-device sync)."""
+    """The task's metrics over `batches` in eval mode (one host-device sync)."""
     model: nn.Module = step.model
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=step.device)
-    correct = torch.zeros((), device=step.device, dtype=torch.long)
+    sums: dict[str, torch.Tensor] = {}
     samples = 0
-    for images, labels in batches:
+    for inputs, targets in batches:
         with step.autocast():
-            logits = model(images)
-        # Plain cross-entropy: label smoothing is a training device, not part of the metric.
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-        samples += len(labels)
+            outputs = model(inputs)
+        for key, value in step.task.sums(outputs, targets).items():
+            sums[key] = sums[key] + value if key in sums else value
+        samples += len(targets)
     model.train(was_training)
-    loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return {"loss": loss / samples, "acc": hits / samples}
+    values = torch.stack(list(sums.values())).tolist()
+    return step.task.metrics(dict(zip(sums, values, strict=True)), samples)
 
 
 @contextmanager

@@ -1,0 +1,175 @@
+"""One build: everything a run needs, from a config, as one `Run`.
+
+`optbench train`, `lr-find`, `schedule` and the pre-flight check all call `build_run`; the
+pre-flight and the schedule preview build on the meta device (shapes only, no data), so
+every value the model, optimizer or schedule rejects is reported before anything starts.
+Nothing else constructs an optimizer or a schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from optbench.data import DeviceBatches, ImageDataset, load_dataset
+from optbench.errors import UserError
+from optbench.models import build_model
+from optbench.optim import build_optimizer, optimizer_info, with_resolved_optimizer
+from optbench.optim.hessian import HutchinsonHessian
+from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
+from optbench.run.auto_lr import auto_keys
+from optbench.run.hyperparameters import set_lrs, set_step_hyperparameters, start_epoch
+from optbench.run.plan import RunPlan, plan_run
+from optbench.run.rng import seed_everything
+from optbench.run.step import TrainStep
+from optbench.schedules import MomentumControl, Schedule, build_schedule
+from optbench.tasks import Task, build_task
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class RunData:
+    dataset: ImageDataset
+    train_batches: DeviceBatches
+    test_batches: DeviceBatches
+
+
+@dataclass
+class Run:
+    """A run, built: the config (optimizer resolved), its plan and every object training needs."""
+
+    cfg: DictConfig
+    plan: RunPlan
+    task: Task
+    model: nn.Module  # the module whose state is saved (not the compiled wrapper)
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    momentum: MomentumControl
+    step: TrainStep
+    data: RunData | None  # None when built on the meta device
+    base_lr: float | None  # the LR the schedule's factor multiplies; None while `auto`
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.get("name", str(i)) for i, g in enumerate(self.optimizer.param_groups)]
+
+    def set_base_lr(self, lr: float) -> None:
+        """Set the base LR (an `auto` LR once found, or a range-test point) at factor 1."""
+        self.base_lr = lr
+        set_lrs(self.optimizer, lr)
+
+    def prepare_step(self, step: int) -> None:
+        """Set the LR and momentum of optimizer step `step`."""
+        set_step_hyperparameters(self.optimizer, self.base_lr, self.schedule, self.momentum, step)
+
+    def start_epoch(self, epoch: int) -> None:
+        start_epoch(self.optimizer, self.momentum, epoch)
+
+    def metric_name(self, split: str = "test") -> str:
+        """The task's main metric on `split`, as records and results name it: `test_acc`."""
+        return f"{split}_{self.task.main_metric}"
+
+    def higher_is_better(self, metric: str) -> bool:
+        return self.task.directions[metric.partition("_")[2]] == "max"
+
+
+def uses_channels_last(setting: str | bool, device: torch.device, model: nn.Module) -> bool:
+    """`auto`: channels-last on CUDA for convolutional models, where it is faster with AMP."""
+    if setting == "auto":
+        return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return bool(setting)
+
+
+def base_lr(cfg: DictConfig) -> float | None:
+    """What the schedule's factor multiplies: the schedule's peak (`max_lr`) where it has one,
+    else the optimizer's LR; None while it is `auto`."""
+    if "scheduler.max_lr" in auto_keys(cfg):
+        return None
+    peak = cfg.scheduler.get("max_lr")
+    if peak is not None:
+        return float(peak)
+    return None if cfg.optimizer.lr == "auto" else float(cfg.optimizer.lr)
+
+
+def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
+    """Build the run `cfg` describes; with `meta`, on the meta device and without data."""
+    cfg = with_resolved_optimizer(cfg)
+    plan = plan_run(cfg)
+    task = build_task(cfg)
+    t = cfg.trainer
+    if meta:
+        with torch.device("meta"):
+            model = build_model(cfg.model, plan.dataset)
+        # Built for the CPU: fused CUDA kernels refuse meta tensors, and only shapes matter here.
+        device, data, channels_last = torch.device("cpu"), None, False
+    else:
+        seed_everything(t.seed, t.deterministic)
+        device = plan.device
+        dataset = load_dataset(cfg.dataset)
+        model = build_model(cfg.model, dataset.info).to(device)
+        channels_last = uses_channels_last(t.channels_last, device, model)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        data = _device_batches(cfg, plan, dataset, channels_last)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError(f"model={cfg.model.name} as configured has no trainable parameters")
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.param_groups, device)
+    modes = {f"{s}_{m}": d for s in SPLITS for m, d in task.directions.items()}
+    schedule = build_schedule(
+        cfg.scheduler, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+        metric_modes=modes, cycles_momentum=momentum_in_use(optimizer),
+    )  # fmt: skip
+    momentum = MomentumControl(
+        cfg.momentum,
+        steps_per_epoch=plan.steps_per_epoch,
+        lr_range=schedule.lr_range() if cfg.momentum.schedule == "cyclic" else (0.0, 1.0),
+        scheduler_cycles_momentum=schedule.cycles_momentum,
+    )
+    if momentum.active and not has_momentum_coefficient(optimizer):
+        raise UserError(
+            f"momentum control needs an optimizer with momentum; {type(optimizer).__name__} keeps none"
+        )
+    info = optimizer_info(cfg.optimizer.name)
+    hessian = None
+    if info.hessian:
+        hessian = HutchinsonHessian(cfg.optimizer.update_period, cfg.optimizer.num_samples)
+    step = TrainStep(
+        torch.compile(model) if t.compile and not meta else model,
+        optimizer,
+        task,
+        device=device,
+        amp=plan.amp,
+        clip_mode=t.clip.mode,
+        clip_max=t.clip.max,
+        hessian=hessian,
+        schedule_free=info.schedule_free,
+    )
+    run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg))
+    if run.base_lr is not None:
+        run.prepare_step(0)
+    return run
+
+
+def _device_batches(
+    cfg: DictConfig, plan: RunPlan, dataset: ImageDataset, channels_last: bool
+) -> RunData:
+    t, augment = cfg.trainer, cfg.dataset.augment
+    common = dict(
+        device=plan.device, mean=dataset.mean, std=dataset.std, channels_last=channels_last
+    )
+    train_batches = DeviceBatches(
+        dataset.train,
+        batch_size=plan.batch_size,
+        shuffle=True,
+        drop_last=t.drop_last,
+        crop_padding=augment.crop_padding,
+        flip=augment.flip,
+        seed=t.seed,
+        **common,
+    )
+    test_batches = DeviceBatches(dataset.test, batch_size=t.eval_batch_size, **common)
+    return RunData(dataset, train_batches, test_batches)

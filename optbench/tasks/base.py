@@ -1,0 +1,32 @@
+"""The interface every task implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Task(Protocol):
+    """Scores a model's outputs against targets.
+
+    Metrics are named without a split (`loss`, `acc`); the trainer logs them as
+    `train_<name>` and `test_<name>`. `directions` says which are maximised, and
+    `main_metric` is the one targets, the tuning objective and the report rank by.
+    """
+
+    name: str
+    directions: dict[str, str]  # metric -> "max" | "min"
+    main_metric: str
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training objective, a mean over the batch (regularisers such as smoothing included)."""
+        ...
+
+    def sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-batch sums on the device (the plain loss as `loss`, counts) for `metrics`."""
+        ...
+
+    def metrics(self, sums: dict[str, float], samples: int) -> dict[str, float]:
+        """The metrics from sums over `samples` samples."""
+        ...

@@ -1,0 +1,84 @@
+"""The battery: bad input through the real CLI gives exit 2, one stderr line, no traceback,
+and creates no file. Every new check adds its row here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optbench.cli import main
+
+SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "model=mlp",
+         "model.hidden=[16]", "trainer.device=cpu", "trainer.progress=false"]  # fmt: skip
+
+# (command, overrides, what the one line says); {file} is a plain text file, {dir} a folder.
+# fmt: off
+ROWS = [
+    ("train", ["optimizer=nope"], "unknown optimizer 'nope'"),
+    ("train", ["optimizer.lr=-1"], "lr must be a positive number"),
+    ("train", ["trainer.amp=fp16"], "needs a CUDA device"),
+    ("train", ["scheduler.warmup=100000"], "leaves no room for the schedule"),
+    ("train", ["trainer.seed=abc"], "trainer.seed must be an integer >= 0, got 'abc'"),
+    ("train", ["trainer.seed=1.5"], "trainer.seed must be an integer >= 0, got 1.5"),
+    ("train", ["trainer.label_smoothing=2"], "trainer.label_smoothing must be in [0, 1), got 2"),
+    ("train", ["model.hidden=[0]"], "model.hidden must be an integer >= 1, got 0"),
+    ("train", ["model=fastcnn", "model.widths=[4,4]"], "model.widths must be a list of 3"),
+    ("train", ["trainer.resume=/nonexistent/run"], "no such run directory or checkpoint file"),
+    ("train", ["hydra.run.dir={file}/run"], "is a file, not a folder"),
+    ("train", ["hydra.run.dir=/proc/optbench/run"], "/proc is not writable"),
+    ("train", ["trainer.batch_size=100000", "trainer.drop_last=true"], "leaves no batch"),
+    ("train", ["trainer.device=tpu"], "trainer.device must be auto, cpu"),
+    ("train", ["trainer.epochs=0"], "trainer.epochs must be an integer >= 1"),
+    ("train", ["trainer.accumulation=0"], "trainer.accumulation must be an integer >= 1"),
+    ("train", ["trainer.on_nonfinite=maybe"], "trainer.on_nonfinite must be one of stop, skip"),
+    ("train", ["scheduler=plateau", "scheduler.metric=val_f1"], "scheduler.metric must be one of"),
+    ("train", ["scheduler=constant", "momentum.schedule=cyclic"], "this LR schedule is flat"),
+    (
+        "train",
+        ["scheduler=onecycle", "trainer.batch_size=256", "trainer.epochs=1"],
+        "too few for pct_start",
+    ),
+    ("train", ["param_groups.lr_multipliers={backbone:2}"], "the model has no module 'backbone'"),
+    ("train", ["dataset.num_classes=1"], "dataset.num_classes must be at least 2"),
+    ("train", ["trainer.epoch=3"], "trainer.epoch"),
+    ("train", ["dataset.task=ranking"], "unknown task 'ranking'"),
+    ("train", ["dataset=fashion_mnist", "dataset.download=false", "dataset.root={dir}",
+               "dataset.search_dirs=[]"], "Fashion-MNIST was not found"),
+    ("lr-find", ["lr_find.start_lr=10"], "lr_find needs 0 < start_lr < end_lr"),
+    ("schedule", ["optimizer.lr=auto"], "give a number to preview it"),
+    ("schedule", ["hydra.run.dir={file}/x"], "is a file, not a folder"),
+    ("toy", ["hydra.run.dir={file}/x"], "is a file, not a folder"),
+]
+# fmt: on
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(("command", "overrides", "message"), ROWS, ids=lambda v: str(v)[:40])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    command, overrides, message, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    (tmp_path / "empty").mkdir()
+    before = files_under(tmp_path)
+    places = {"{file}": str(tmp_path / "notes.txt"), "{dir}": str(tmp_path / "empty")}
+    args = [
+        o.replace("{file}", places["{file}"]).replace("{dir}", places["{dir}"]) for o in overrides
+    ]
+    small = SMALL if command in ("train", "lr-find", "schedule") else []
+    for group in ("model", "dataset"):  # a row that picks its own model or dataset
+        if any(o.startswith(f"{group}=") for o in overrides):
+            small = [o for o in small if not o.startswith(group)]
+    try:
+        code = main([command, *small, *args, f"paths.output_dir={tmp_path / 'out'}"])
+    except SystemExit as exit_:  # the job got as far as Hydra: refused too late
+        pytest.fail(f"refused only after Hydra started the job (exit {exit_.code})")
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert message in err
+    assert files_under(tmp_path) == before
