@@ -38,6 +38,8 @@ PRESETS = {  # name -> jobs its declared sweep runs
     "recipes/resnet_nesterov_cosine": 3,
     "recipes/adamw_warmup_cosine": 3,
     "recipes/gan_adam_betas": 3,
+    "vit_optimizers": 18,
+    "lm_optimizers": 18,
     "lr_wd_search": 1,  # Optuna chooses the trials: the preflight checks the base config
 }
 

@@ -1,14 +1,10 @@
-"""Data: where images come from (`sources`) and how they reach the model (`batches`)."""
+"""Data: where images and text come from (`sources`, `text`) and how they reach the model
+(`batches`, `text.TokenWindows`), held whole on the training device."""
 
 from optbench.data.batches import Batch, DeviceBatches
-from optbench.data.sources import (
-    DATASETS,
-    DatasetInfo,
-    ImageDataset,
-    ImageSplit,
-    dataset_info,
-    load_dataset,
-)
+from optbench.data.info import DatasetInfo, ImageSplit
+from optbench.data.sources import DATASETS, ImageDataset, dataset_info, load_dataset
+from optbench.data.text import TextDataset
 
 __all__ = [
     "DATASETS",
@@ -17,6 +13,7 @@ __all__ = [
     "DeviceBatches",
     "ImageDataset",
     "ImageSplit",
+    "TextDataset",
     "dataset_info",
     "load_dataset",
 ]

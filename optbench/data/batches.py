@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from optbench.data.sources import ImageSplit
+from optbench.data.info import ImageSplit
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -16,27 +16,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from optbench.data import text
+from optbench.data.batches import DeviceBatches
 from optbench.data.idx import read_idx
+from optbench.data.info import DatasetInfo, ImageSplit
 from optbench.errors import UserError
-
-
-@dataclass(frozen=True)
-class ImageSplit:
-    images: torch.Tensor  # uint8, (N, C, H, W)
-    labels: torch.Tensor  # int64, (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What planning a run needs to know about a dataset without loading it."""
-
-    shape: tuple[int, int, int]  # (C, H, W)
-    num_classes: int
-    train_size: int
-    test_size: int
 
 
 @dataclass(frozen=True)
@@ -47,13 +31,26 @@ class ImageDataset:
     mean: tuple[float, ...]  # per channel, on the [0, 1] scale
     std: tuple[float, ...]
 
+    def device_batches(
+        self, cfg: DictConfig, *, device: torch.device, batch_size: int, eval_batch_size: int,
+        drop_last: bool, seed: int, channels_last: bool,
+    ) -> tuple[DeviceBatches, DeviceBatches]:  # fmt: skip
+        """Training batches (shuffled, augmented as `cfg.augment` says) and test batches."""
+        common = dict(device=device, mean=self.mean, std=self.std, channels_last=channels_last)
+        train = DeviceBatches(
+            self.train, batch_size=batch_size, shuffle=True, drop_last=drop_last,
+            crop_padding=cfg.augment.crop_padding, flip=cfg.augment.flip, seed=seed, **common,
+        )  # fmt: skip
+        return train, DeviceBatches(self.test, batch_size=eval_batch_size, **common)
+
 
 @dataclass(frozen=True)
 class DatasetSource:
     info: Callable[[DictConfig], DatasetInfo]
-    load: Callable[[DictConfig], tuple[ImageSplit, ImageSplit]]
-    mean: tuple[float, ...] | None  # None: computed from the training split
-    std: tuple[float, ...] | None
+    load: Callable[[DictConfig], tuple[ImageSplit, ImageSplit]] | None  # images
+    mean: tuple[float, ...] | None = None  # None: computed from the training split
+    std: tuple[float, ...] | None = None
+    load_text: Callable[[DictConfig, DatasetInfo], text.TextDataset] | None = None
 
 
 def _cifar10_info(cfg: DictConfig) -> DatasetInfo:
@@ -200,6 +197,9 @@ DATASETS: dict[str, DatasetSource] = {
         _fashion_mnist_info, _load_fashion_mnist, mean=(0.2860,), std=(0.3530,)
     ),
     "synthetic": DatasetSource(_synthetic_info, _load_synthetic, mean=None, std=None),
+    **{
+        name: DatasetSource(text.text_info, None, load_text=text.load_text) for name in text.SOURCES
+    },
 }
 
 
@@ -222,10 +222,13 @@ def dataset_info(cfg: DictConfig) -> DatasetInfo:
     return info
 
 
-def load_dataset(cfg: DictConfig) -> ImageDataset:
-    """Both splits of the dataset `cfg` selects, in memory, with its normalisation constants."""
+def load_dataset(cfg: DictConfig) -> ImageDataset | text.TextDataset:
+    """Both splits of the dataset `cfg` selects, in memory (images with their normalisation
+    constants, text as tokens)."""
     source = _source(cfg)
     info = dataset_info(cfg)
+    if source.load_text is not None:
+        return source.load_text(cfg, info)
     train, test = source.load(cfg)
     if len(train) > info.train_size:
         train = ImageSplit(train.images[: info.train_size], train.labels[: info.train_size])

@@ -17,8 +17,10 @@ from optbench.checks import require_int
 from optbench.data import DatasetInfo
 from optbench.errors import UserError
 from optbench.models.fastcnn import FastCNN
+from optbench.models.gpt import GPT
 from optbench.models.mlp import MLP
 from optbench.models.resnet import ResNet18
+from optbench.models.vit import ViT
 
 
 def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, ...]:
@@ -35,6 +37,11 @@ def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, .
 class ModelEntry:
     description: str
     build: Callable[[DictConfig, DatasetInfo], nn.Module]
+    inputs: str = "images"  # images (C, H, W) | tokens (block_size,)
+
+
+def input_kind(info: DatasetInfo) -> str:
+    return "images" if len(info.shape) == 3 else "tokens"
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -50,6 +57,33 @@ MODELS: dict[str, ModelEntry] = {
             info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
         ),
     ),
+    "vit": ModelEntry(
+        "Vision Transformer: patch embedding, class token or mean pool, pre-norm blocks",
+        lambda cfg, info: ViT(
+            info.shape[0],
+            info.num_classes,
+            info.shape[1:],
+            patch_size=require_int(cfg.patch_size, "model.patch_size", 1),
+            dim=require_int(cfg.dim, "model.dim", 1),
+            depth=require_int(cfg.depth, "model.depth", 1),
+            heads=require_int(cfg.heads, "model.heads", 1),
+            mlp_ratio=cfg.mlp_ratio,
+            pool=cfg.pool,
+        ),
+    ),
+    "gpt": ModelEntry(
+        "small GPT language model (nanoGPT's shape): causal pre-norm blocks, tied head",
+        lambda cfg, info: GPT(
+            info.num_classes,
+            info.shape[0],
+            dim=require_int(cfg.dim, "model.dim", 1),
+            depth=require_int(cfg.depth, "model.depth", 1),
+            heads=require_int(cfg.heads, "model.heads", 1),
+            mlp_ratio=cfg.mlp_ratio,
+            tied=cfg.tied,
+        ),
+        inputs="tokens",
+    ),
     "mlp": ModelEntry(
         "multilayer perceptron on flattened pixels",
         lambda cfg, info: MLP(
@@ -63,4 +97,14 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> nn.Module:
     """The model `cfg` names, sized for the dataset `info` describes."""
     if cfg.name not in MODELS:
         raise UserError(f"unknown model '{cfg.name}'; choose from {', '.join(MODELS)}")
-    return MODELS[cfg.name].build(cfg, info)
+    entry = MODELS[cfg.name]
+    if entry.inputs != input_kind(info):
+        fits = ", ".join(n for n, e in MODELS.items() if e.inputs == input_kind(info))
+        raise UserError(
+            f"model={cfg.name} takes {entry.inputs}, but the dataset gives {input_kind(info)}; "
+            f"use one of {fits}"
+        )
+    try:
+        return entry.build(cfg, info)
+    except ValueError as err:  # a shape the model cannot take (heads, patch size)
+        raise UserError(f"model={cfg.name}: {err}") from None

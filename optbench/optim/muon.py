@@ -20,28 +20,28 @@ from optbench.optim.registry import load_object
 ADAMW_KEYS = ("adamw_lr", "adamw_betas", "adamw_eps", "adamw_wd")
 
 
-def uses_muon(param_name: str, param: torch.Tensor, first: str, last: str) -> bool:
-    """Hidden matrices: at least 2-D and in neither the first nor the last top-level module."""
-    stage = param_name.split(".")[0]
-    return param.ndim >= 2 and stage not in (first, last)
+def uses_muon(param: torch.Tensor, layer: int, num_layers: int) -> bool:
+    """Hidden matrices: at least 2-D and in neither the first layer (stem, embeddings) nor the
+    last (head); layers as optbench/optim/param_groups.py counts them (blocks for a ViT/GPT)."""
+    return param.ndim >= 2 and 0 < layer < num_layers - 1
 
 
 def build_muon(
     groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    if not all(isinstance(g, dict) and "param_names" in g for g in groups):
+    if not all(isinstance(g, dict) and "layers" in g for g in groups):
         raise UserError(
             "optimizer=muon needs named parameter groups (train a model, not loose tensors)"
         )
-    stages = list(dict.fromkeys(name.split(".")[0] for g in groups for name in g["param_names"]))
-    first, last = stages[0], stages[-1]
     split: list[dict[str, Any]] = []
     for group in groups:
-        muon, adamw = {"params": [], "param_names": []}, {"params": [], "param_names": []}
-        for name, param in zip(group["param_names"], group["params"], strict=True):
-            target = muon if uses_muon(name, param, first, last) else adamw
+        muon, adamw = ({"params": [], "param_names": [], "layers": []} for _ in range(2))
+        members = zip(group["param_names"], group["params"], group["layers"], strict=True)
+        for name, param, layer in members:
+            target = muon if uses_muon(param, layer, group["num_layers"]) else adamw
             target["params"].append(param)
             target["param_names"].append(name)
+            target["layers"].append(layer)
         # LR multipliers and layer decay (`lr_scale`) carry over to both parts; the AdamW part
         # scales from its own base LR, adamw_lr, not Muon's.
         scale = group.get("lr_scale", 1.0)

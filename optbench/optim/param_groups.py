@@ -3,8 +3,12 @@
 Each group keeps its own LR multiplier as `lr_scale` (module multiplier x layer decay), never
 baked into `lr`: before every step the run sets `lr = base LR x lr_scale x schedule factor`
 (optbench/run/hyperparameters.py), as timm's `lr_scale` and modded-nanogpt's `lr_mul` do.
-Groups also carry a `name`, for logging, and `param_names`, for optimizers that treat
-parameters differently (Muon).
+Groups also carry a `name`, for logging, and per parameter its `param_names` and `layers`
+(its layer index), for optimizers that treat parameters differently (Muon).
+
+A model may say which layer each parameter belongs to (`layer_id(name)` and `num_layers`,
+as the ViT and GPT do by block index) and which tensors never decay (`no_weight_decay()`,
+timm's convention); otherwise a layer is a top-level child, in the order the model runs them.
 """
 
 from __future__ import annotations
@@ -16,12 +20,6 @@ from torch import nn
 
 from optbench.errors import UserError
 
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-
-
-def is_bias_or_norm(module: nn.Module, param_name: str) -> bool:
-    return param_name.endswith("bias") or isinstance(module, NORM_LAYERS)
-
 
 def stage_depths(model: nn.Module) -> dict[str, int]:
     """Depth of each top-level child that owns parameters, in the order the model runs them."""
@@ -29,6 +27,23 @@ def stage_depths(model: nn.Module) -> dict[str, int]:
         name for name, child in model.named_children() if any(True for _ in child.parameters())
     ]
     return {name: depth for depth, name in enumerate(stages)}
+
+
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Each parameter's layer index, and the number of layers."""
+    names = [name for name, _ in model.named_parameters()]
+    if hasattr(model, "layer_id"):
+        return {name: model.layer_id(name) for name in names}, model.num_layers
+    depths = stage_depths(model)
+    # A parameter owned by the model itself, outside every child, counts as the last layer.
+    return {n: depths.get(n.split(".")[0], len(depths) - 1) for n in names}, len(depths)
+
+
+def decays(model: nn.Module, name: str, param: nn.Parameter) -> bool:
+    """timm's rule: biases, norm weights and every other tensor of at most one dimension do
+    not decay, nor does anything the model's `no_weight_decay()` names."""
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    return param.ndim > 1 and name not in exempt
 
 
 def parameter_groups(
@@ -41,16 +56,16 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for `model`.
 
-    - `no_decay_bias_norm`: biases and normalisation weights get weight decay 0.
+    - `no_decay_bias_norm`: 1-D tensors (biases, norm weights) and the model's
+      `no_weight_decay()` names get weight decay 0.
     - `lr_multipliers`: module-name prefix -> LR factor (e.g. `{"head": 10}`); the longest
       matching prefix wins.
-    - `layer_decay`: the top-level child at depth d of D gets LR x layer_decay^(D - d), so the
-      head trains at the full LR and the stem at the smallest (BEiT/ELECTRA-style decay).
+    - `layer_decay`: layer d of D gets LR x layer_decay^(D - 1 - d), so the head trains at the
+      full LR and the embedding at the smallest (BEiT/ELECTRA-style decay).
     """
     lr_multipliers = {
         str(k): v for k, v in (lr_multipliers or {}).items()
     }  # Hydra may parse "3" as 3
-    depths = stage_depths(model)
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise UserError(f"param_groups.layer_decay must be in (0, 1], got {layer_decay}")
     module_names = {name for name, _ in model.named_modules() if name}
@@ -60,43 +75,42 @@ def parameter_groups(
         if prefix not in module_names:
             raise UserError(
                 f"param_groups.lr_multipliers: the model has no module '{prefix}'; "
-                f"top-level modules: {', '.join(depths)}"
+                f"top-level modules: {', '.join(stage_depths(model))}"
             )
-
+    layers, num_layers = layer_ids(model)
     groups: dict[str, dict[str, Any]] = {}
-    seen: set[int] = set()  # a parameter shared by two modules joins one group only
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            full_name = f"{module_name}.{param_name}" if module_name else param_name
-            name_parts, factor = [], 1.0
-            if layer_decay is not None:
-                depth = depths.get(full_name.split(".")[0], len(depths) - 1)
-                factor *= layer_decay ** (len(depths) - 1 - depth)
-                name_parts.append(f"depth{depth}")
-            prefix = max(
-                (p for p in lr_multipliers if full_name == p or full_name.startswith(p + ".")),
-                key=len,
-                default=None,
-            )
-            if prefix is not None:
-                factor *= lr_multipliers[prefix]
-                name_parts.append(prefix)
-            decays = not (no_decay_bias_norm and is_bias_or_norm(module, param_name))
-            name_parts.append("decay" if decays else "no_decay")
-            name = "/".join(name_parts)
-            group = groups.setdefault(
-                name,
-                {
-                    "name": name,
-                    "params": [],
-                    "param_names": [],
-                    "lr_scale": factor,
-                    "weight_decay": weight_decay if decays else 0.0,
-                },
-            )
-            group["params"].append(param)
-            group["param_names"].append(full_name)
+    # named_parameters lists a parameter shared by two modules (a tied head) once, first name.
+    for full_name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        name_parts, factor, layer = [], 1.0, layers[full_name]
+        if layer_decay is not None:
+            factor *= layer_decay ** (num_layers - 1 - layer)
+            name_parts.append(f"depth{layer}")
+        prefix = max(
+            (p for p in lr_multipliers if full_name == p or full_name.startswith(p + ".")),
+            key=len,
+            default=None,
+        )
+        if prefix is not None:
+            factor *= lr_multipliers[prefix]
+            name_parts.append(prefix)
+        decay = not no_decay_bias_norm or decays(model, full_name, param)
+        name_parts.append("decay" if decay else "no_decay")
+        name = "/".join(name_parts)
+        group = groups.setdefault(
+            name,
+            {
+                "name": name,
+                "params": [],
+                "param_names": [],
+                "layers": [],
+                "num_layers": num_layers,
+                "lr_scale": factor,
+                "weight_decay": weight_decay if decay else 0.0,
+            },
+        )
+        group["params"].append(param)
+        group["param_names"].append(full_name)
+        group["layers"].append(layer)
     return list(groups.values())

@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from optbench.data import DeviceBatches, ImageDataset, load_dataset
+from optbench.data import DeviceBatches, ImageDataset, TextDataset, load_dataset
+from optbench.data.text import TokenWindows
 from optbench.errors import UserError
 from optbench.models import build_model
 from optbench.optim import build_optimizer, optimizer_info, with_resolved_optimizer
@@ -33,9 +34,9 @@ SPLITS = ("train", "test")
 
 @dataclass
 class RunData:
-    dataset: ImageDataset
-    train_batches: DeviceBatches
-    test_batches: DeviceBatches
+    dataset: ImageDataset | TextDataset
+    train_batches: DeviceBatches | TokenWindows
+    test_batches: DeviceBatches | TokenWindows
 
 
 @dataclass
@@ -155,21 +156,12 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
 
 
 def _device_batches(
-    cfg: DictConfig, plan: RunPlan, dataset: ImageDataset, channels_last: bool
+    cfg: DictConfig, plan: RunPlan, dataset: ImageDataset | TextDataset, channels_last: bool
 ) -> RunData:
-    t, augment = cfg.trainer, cfg.dataset.augment
-    common = dict(
-        device=plan.device, mean=dataset.mean, std=dataset.std, channels_last=channels_last
-    )
-    train_batches = DeviceBatches(
-        dataset.train,
-        batch_size=plan.batch_size,
-        shuffle=True,
-        drop_last=t.drop_last,
-        crop_padding=augment.crop_padding,
-        flip=augment.flip,
-        seed=t.seed,
-        **common,
-    )
-    test_batches = DeviceBatches(dataset.test, batch_size=t.eval_batch_size, **common)
-    return RunData(dataset, train_batches, test_batches)
+    t = cfg.trainer
+    train, test = dataset.device_batches(
+        cfg.dataset, device=plan.device, batch_size=plan.batch_size,
+        eval_batch_size=t.eval_batch_size, drop_last=t.drop_last, seed=t.seed,
+        channels_last=channels_last,
+    )  # fmt: skip
+    return RunData(dataset, train, test)

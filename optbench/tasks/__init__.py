@@ -14,9 +14,11 @@ from omegaconf import DictConfig
 from optbench.errors import UserError
 from optbench.tasks.base import Task
 from optbench.tasks.classification import Classification
+from optbench.tasks.language_model import LanguageModel
 
 TASKS: dict[str, Callable[[DictConfig], Task]] = {
     "classification": Classification.from_config,
+    "language_model": LanguageModel.from_config,
 }
 
 
