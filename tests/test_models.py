@@ -37,7 +37,9 @@ def test_the_gpt_maps_every_position_to_next_token_logits_and_is_causal():
 def test_a_model_given_the_wrong_kind_of_input_is_a_user_error():
     with pytest.raises(UserError, match="model=gpt takes tokens, but the dataset gives images"):
         build_model(compose_config("model=gpt").model, DatasetInfo((3, 32, 32), 10, 1, 1))
-    with pytest.raises(UserError, match="model=resnet18 takes images, but the dataset gives tokens"):
+    with pytest.raises(
+        UserError, match="model=resnet18 takes images, but the dataset gives tokens"
+    ):
         build_model(compose_config("model=resnet18").model, DatasetInfo((16,), 256, 1, 1))
 
 
