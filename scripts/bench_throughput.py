@@ -28,6 +28,7 @@ after the other, so on a shared machine compare the load averages printed at sta
 Run:
     python scripts/bench_throughput.py                  # CPU: ResNet-18 width 16, 1024 images (~1 min idle)
     python scripts/bench_throughput.py --model fastcnn --amp bf16
+    python scripts/bench_throughput.py --model vit --batch-size 64    # the ViT (6 x 256)
     python scripts/bench_throughput.py --workers 1 --threads 1   # 2 cores: no contention
     python scripts/bench_throughput.py --device cuda --model resnet18 --batch-size 512 --amp bf16
         # the target: CIFAR ResNet-18 (width 64), 50,000 images per epoch, 8 workers
@@ -89,7 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--model", choices=("resnet18", "fastcnn", "mlp"), default="resnet18")
+    parser.add_argument(
+        "--model", choices=("resnet18", "fastcnn", "mlp", "vit"), default="resnet18"
+    )
     parser.add_argument("--width", type=int, help="ResNet-18 width (CPU 16, CUDA 64: 11.17 M)")
     parser.add_argument("--batch-size", type=int, default=128, help="(128)")
     parser.add_argument(

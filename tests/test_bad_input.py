@@ -82,3 +82,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert message in err
     assert files_under(tmp_path) == before
+
+
+def test_a_full_disk_is_refused_before_hydra_writes_its_config(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import optbench.hydra_command as hydra_command
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(hydra_command.shutil, "disk_usage", lambda path: usage._replace(free=4096))
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", *SMALL, f"paths.output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "only 0.0 MiB free on its disk" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())

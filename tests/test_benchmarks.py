@@ -128,3 +128,16 @@ def test_state_bytes_include_a_wrapped_optimizer_and_count_shared_tensors_once()
     state["alias"] = state["momentum_buffer"]  # the same storage twice counts once
     state["param"] = model.weight  # a parameter itself is not state
     assert bench.optimizer_state_bytes(sgd) == bench.parameter_bytes(model)
+
+
+def test_lm_throughput_prints_tokens_per_second_of_both_sides_and_their_ratio():
+    out = run_script(
+        "bench_lm_throughput.py", "--dim", "16", "--depth", "1", "--heads", "2", "--block-size", "16",
+        "--batch-size", "8", "--windows", "32", "--repeats", "1", "--threads", "1", "--tokens", "4000",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for side in ("reference", "optbench"):
+        row = re.search(rf"^{side}\s+(\d+) tokens/s", out.stdout, re.M)
+        assert row and int(row.group(1)) > 0, out.stdout
+    ratio = re.search(r"^ratio optbench / reference \(medians\): ([0-9.]+)x$", out.stdout, re.M)
+    assert ratio and float(ratio.group(1)) > 0
