@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 from torch import nn
 
+from optbench.run.nonfinite import DeferredGuard
 from optbench.run.step import NonFiniteStep, TrainStep
+from optbench.run.sync import HOST_READS
 from optbench.tasks.classification import Classification
 
 
@@ -104,3 +107,70 @@ def test_a_nan_loss_raises_before_the_optimizer_steps():
     assert raised.value.bad_params  # names the parameters with non-finite gradients
     for a, b in zip(model.parameters(), before.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def guarded_step(policy: str, with_norm: bool = True):
+    """A deferred-check step (as on CUDA) over an MLP with batch norm, trained with AdamW."""
+    torch.manual_seed(0)
+    layers = [nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16) if with_norm else nn.Identity(),
+              nn.Tanh(), nn.Linear(16, 5)]  # fmt: skip
+    model = nn.Sequential(*layers)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    guard = DeferredGuard(model, optimizer, torch.device("cpu"), stop_on_first=policy == "stop")
+    return TrainStep(model, optimizer, Classification(), device=torch.device("cpu"), guard=guard)
+
+
+def state(step: TrainStep) -> list[torch.Tensor]:
+    tensors = [*step.model.state_dict().values()]
+    for entry in step.optimizer.state.values():
+        tensors += [v.clone() for v in entry.values()]
+    return [t.clone() for t in tensors]
+
+
+def poisoned(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch(8, seed)
+    images[0, 0, 0, 0] = float("nan")
+    return images, labels
+
+
+@pytest.mark.parametrize("bad_step", [1, 2, 5])
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_nan_at_any_step_leaves_weights_buffers_and_state_as_before_it(bad_step, policy):
+    step = guarded_step(policy)
+    for i in range(bad_step):
+        step([batch(8, i)], i)
+    before = state(step)
+    result = step([poisoned(bad_step)], bad_step)  # no exception: the guard keeps it out
+    assert result.kept.item() == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, state(step), strict=True))
+    step([batch(8, 99)], bad_step + 1)
+    after_next = state(step)
+    moved = not all(torch.equal(a, b) for a, b in zip(before, after_next, strict=True))
+    assert moved == (policy == "skip")  # stop: nothing after the first bad step is kept
+    report = step.guard.report()
+    assert report.first_bad_step == bad_step and report.skipped == 1  # non-finite steps
+    assert math.isnan(report.first_bad_loss)
+
+
+def test_the_guarded_step_equals_the_checked_step_when_nothing_goes_wrong():
+    guarded, checked = guarded_step("stop"), guarded_step("stop")
+    checked.guard = None
+    for i in range(4):
+        guarded([batch(8, i)], i)
+        checked([batch(8, i)], i)
+    assert all(torch.equal(a, b) for a, b in zip(state(guarded), state(checked), strict=True))
+
+
+def test_a_guarded_step_makes_no_host_device_sync_in_steady_state():
+    step = guarded_step("stop")
+    step([batch(8, 0)], 0)  # the first step creates the optimizer state: checked on the host
+    reads = HOST_READS[0]
+    for i in range(1, 6):
+        step([batch(8, i)], i)
+    assert HOST_READS[0] == reads
+    checked = guarded_step("stop")
+    checked.guard = None
+    checked([batch(8, 0)], 0)
+    reads = HOST_READS[0]
+    checked([batch(8, 1)], 1)
+    assert HOST_READS[0] == reads + 1  # the host-checked step: one sync, counted the same way

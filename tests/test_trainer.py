@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from helpers import read_jsonl, scalars
 
 from optbench.run.plan import device_for_job
 from optbench.tracking.results import REQUIRED, malformed
+from optbench.train import checkpoint
 from optbench.train.trainer import optimizer_steps, train
 
 # The schema's fields, and the metric keys a classification run adds to them.
@@ -122,3 +124,18 @@ def test_each_epochs_logged_lr_is_the_lr_its_last_step_used(fast_cfg, tmp_path):
 def test_a_full_batch_run_takes_one_step_per_epoch(fast_cfg, tmp_path):
     results = train(fast_cfg("trainer.batch_size=512", "trainer.epochs=2"), tmp_path)  # all 512
     assert results["status"] == "completed" and results["steps"] == 2
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_deferred_check_run_diverges_or_skips_like_a_checked_one(fast_cfg, tmp_path, policy):
+    cfg = fast_cfg("optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant", "trainer.epochs=2",
+                   "trainer.nonfinite_check=deferred", f"trainer.on_nonfinite={policy}")  # fmt: skip
+    results = train(cfg, tmp_path)
+    if policy == "stop":
+        assert results["status"] == "diverged"
+        first, last = results["diagnosis"]["checked_steps"]
+        assert first == results["diagnosis"]["step"] <= last < results["steps"]
+    else:
+        assert results["status"] == "completed" and results["nonfinite_skipped_steps"] > 0
+    weights = checkpoint.load_latest(tmp_path)[1]["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())  # never a NaN kept

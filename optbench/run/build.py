@@ -23,6 +23,7 @@ from optbench.optim.hessian import HutchinsonHessian
 from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
 from optbench.run.auto_lr import auto_keys
 from optbench.run.hyperparameters import set_lrs, set_step_hyperparameters, start_epoch
+from optbench.run.nonfinite import DeferredGuard
 from optbench.run.plan import RunPlan, plan_run
 from optbench.run.rng import seed_everything
 from optbench.run.step import TrainStep
@@ -148,6 +149,9 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         clip_max=t.clip.max,
         hessian=hessian,
         schedule_free=info.schedule_free,
+        guard=DeferredGuard(model, optimizer, device, stop_on_first=t.on_nonfinite == "stop")
+        if plan.deferred_check and not meta
+        else None,
     )
     run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg))
     if run.base_lr is not None:

@@ -16,6 +16,7 @@ from optbench.optim.registry import optimizer_info
 AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
 NONFINITE_POLICIES = ("stop", "skip")
+NONFINITE_CHECKS = ("auto", "step", "deferred")
 # The trainer's other integer settings and their smallest allowed value.
 INTEGER_SETTINGS = {
     "eval_batch_size": 1,
@@ -31,6 +32,7 @@ INTEGER_SETTINGS = {
 class RunPlan:
     device: torch.device
     amp: str
+    deferred_check: bool  # NaN/Inf guarded on the device (optbench/run/nonfinite.py)
     epochs: int
     batch_size: int
     accumulation: int
@@ -129,4 +131,17 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         raise UserError(
             f"trainer.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{t.on_nonfinite}'"
         )
-    return RunPlan(device, t.amp, epochs, batch_size, accumulation, batches, info)
+    check = t.nonfinite_check
+    if check not in NONFINITE_CHECKS:
+        raise UserError(
+            f"trainer.nonfinite_check must be one of {', '.join(NONFINITE_CHECKS)}, got '{check}'"
+        )
+    if check == "deferred" and t.amp == "fp16":
+        raise UserError(
+            "trainer.nonfinite_check=deferred does not go with trainer.amp=fp16: the loss "
+            "scaler checks every step on the host; use bf16, or nonfinite_check=step"
+        )
+    deferred = check == "deferred" or (
+        check == "auto" and device.type == "cuda" and t.amp != "fp16"
+    )
+    return RunPlan(device, t.amp, deferred, epochs, batch_size, accumulation, batches, info)

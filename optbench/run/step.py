@@ -15,6 +15,8 @@ from torch import nn
 
 from optbench.data import Batch
 from optbench.optim.hessian import HutchinsonHessian
+from optbench.run.nonfinite import DeferredGuard
+from optbench.run.sync import to_host
 from optbench.tasks import Task
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -30,6 +32,17 @@ class StepResult:
     scaler_skipped: bool = (
         False  # fp16 overflow: GradScaler skipped the update and lowered its scale
     )
+    kept: torch.Tensor | None = None  # deferred check: 1 if the update was kept, 0 if not
+
+    def counted(self) -> tuple[dict[str, torch.Tensor], torch.Tensor | float, torch.Tensor | float]:
+        """Sums, samples and gradient norm as the epoch's means count them: nothing of a
+        step whose update the deferred check discarded (its values are NaN)."""
+        if self.kept is None:
+            return self.sums, float(self.samples), self.grad_norm
+        keep = self.kept.bool()
+        zero = torch.zeros((), device=self.kept.device)
+        masked = {k: torch.where(keep, v, zero) for k, v in self.sums.items()}
+        return masked, self.kept * self.samples, torch.where(keep, self.grad_norm, zero)
 
 
 class NonFiniteStep(Exception):
@@ -57,6 +70,7 @@ class TrainStep:
         clip_max: float = 1.0,
         hessian: HutchinsonHessian | None = None,
         schedule_free: bool = False,
+        guard: DeferredGuard | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -67,6 +81,7 @@ class TrainStep:
         self.clip_max = clip_max
         self.hessian = hessian  # estimates for second-order optimizers (Sophia)
         self.schedule_free = schedule_free  # evaluate at the optimizer's averaged weights
+        self.guard = guard  # None: each step checks on the host
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         groups = optimizer.param_groups
         self.params = [p for group in groups for p in group["params"]]
@@ -83,6 +98,9 @@ class TrainStep:
     def __call__(self, micro_batches: Sequence[Batch], step: int = 0) -> StepResult:
         """Accumulate gradients over `micro_batches` and take optimizer step number `step`."""
         samples = sum(len(targets) for _, targets in micro_batches)
+        deferred = self.guard is not None and self.guard.ready
+        if deferred:
+            self.guard.begin()
         loss_sum = torch.zeros((), device=self.device)
         sums: dict[str, torch.Tensor] = {}
         hessian = None
@@ -106,14 +124,22 @@ class TrainStep:
         grad_norm, clipped_norm = self._clip()
         mean_loss = loss_sum / samples
         result = StepResult(mean_loss, sums, samples, grad_norm, clipped_norm)
+        finite = torch.isfinite(mean_loss) & torch.isfinite(grad_norm)
+        kwargs = {"hessian": hessian} if hessian is not None else {}
+        if deferred:  # the guard keeps a non-finite update out, on the device
+            self.optimizer.step(**kwargs)
+            self.guard.end(finite, mean_loss, step)
+            result.kept = finite.float()
+            return result
         # The step's one host-device sync: a non-finite update must never reach the weights.
-        if not bool(torch.isfinite(mean_loss) & torch.isfinite(grad_norm)):
+        if not to_host(finite):
             if not (self.scaler.is_enabled() and torch.isfinite(mean_loss)):
                 raise NonFiniteStep(mean_loss.item(), self.nonfinite_params())
             result.scaler_skipped = True
-        kwargs = {"hessian": hessian} if hessian is not None else {}
         self.scaler.step(self.optimizer, **kwargs)
         self.scaler.update()
+        if self.guard is not None:
+            self.guard.ready = True  # the optimizer state exists now
         return result
 
     def _hessian_due(self, step: int) -> bool:

@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from optbench.optim.momentum import momentum_coefficient
 from optbench.run.step import StepResult
+from optbench.run.sync import to_host
 from optbench.tasks import Task
 from optbench.tracking.files import append_json_line
 
@@ -25,26 +26,33 @@ class EpochTotals:
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # the task's metric sums
     grad_norm: float | torch.Tensor = 0.0
-    samples: int = 0
-    steps: int = 0
+    counted_samples: float | torch.Tensor = 0.0  # of the steps whose update was kept
+    counted_steps: float | torch.Tensor = 0.0
+    samples: int = 0  # every sample trained on, for throughput
     time_s: float = 0.0  # training time of the epoch so far, across an interruption
 
     def add(self, result: StepResult) -> None:
-        for key, value in result.sums.items():
+        sums, samples, grad_norm = result.counted()
+        for key, value in sums.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.grad_norm = self.grad_norm + result.grad_norm
+        self.grad_norm = self.grad_norm + grad_norm
+        self.counted_samples = self.counted_samples + samples
+        self.counted_steps = self.counted_steps + (1.0 if result.kept is None else result.kept)
         self.samples += result.samples
-        self.steps += 1
 
     def means(self, task: Task) -> dict[str, float]:
         """The epoch's training metrics (`train_loss`, ...) and mean gradient norm (one sync)."""
         if not self.sums:
             return {}
         keys = list(self.sums)
-        values = torch.stack([*self.sums.values(), torch.as_tensor(self.grad_norm)]).tolist()
-        metrics = task.metrics(dict(zip(keys, values, strict=False)), max(self.samples, 1))
+        counts = [self.grad_norm, self.counted_samples, self.counted_steps]
+        device = next(iter(self.sums.values())).device
+        counts = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in counts]
+        values = to_host(torch.stack([*(v.float() for v in self.sums.values()), *counts]))
+        *sums, grad_norm, samples, steps = values
+        metrics = task.metrics(dict(zip(keys, sums, strict=True)), max(samples, 1))
         return {f"train_{k}": v for k, v in metrics.items()} | {
-            "grad_norm": values[-1] / max(self.steps, 1)
+            "grad_norm": grad_norm / max(steps, 1)
         }
 
 
@@ -82,12 +90,14 @@ class TrainingLog:
     def flush(self) -> None:
         if not self.pending:
             return
-        values = torch.stack(
-            [
-                torch.stack([p.result.loss, p.result.grad_norm, p.result.clipped_grad_norm])
-                for p in self.pending
-            ]
-        ).tolist()
+        values = to_host(
+            torch.stack(
+                [
+                    torch.stack([p.result.loss, p.result.grad_norm, p.result.clipped_grad_norm])
+                    for p in self.pending
+                ]
+            )
+        )
         for p, (loss, norm, clipped) in zip(self.pending, values, strict=True):
             self.writer.add_scalar("train/loss_step", loss, p.step)
             self.writer.add_scalar("grad_norm/before_clip", norm, p.step)

@@ -132,14 +132,19 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
                 break
             if before is not None:
                 tr.diagnostics.write(state.step, before)
-            if tr.log.step(state.step, result, run.optimizer):
-                bar.update(state.step + 1, f"epoch {epoch + 1}/{plan.epochs}",
-                           loss=tr.log.latest_loss, lr=run.optimizer.param_groups[0]["lr"])  # fmt: skip
             tr.totals.add(result)
             tr.advance(len(micro_batches))
+            if tr.log.step(state.step - 1, result, run.optimizer):
+                bar.update(state.step, f"epoch {epoch + 1}/{plan.epochs}",
+                           loss=tr.log.latest_loss, lr=run.optimizer.param_groups[0]["lr"])  # fmt: skip
+                if (diagnosis := tr.check_guard(epoch)) is not None:
+                    status = DIVERGED
+                    break
             if stop.requested:
                 status = INTERRUPTED
                 break
+        if status == COMPLETED and (diagnosis := tr.check_guard(epoch)) is not None:
+            status = DIVERGED
         synchronize(plan.device)
         tr.totals.time_s += time.perf_counter() - epoch_start
         if status != COMPLETED:  # stopped mid-epoch: keep the state before the bad step
@@ -283,6 +288,32 @@ class Training:
                     "epoch": epoch, "step": state.step, "train_time_s": state.train_time_s,
                 }  # fmt: skip
 
+    def check_guard(self, epoch: int) -> dict[str, Any] | None:
+        """Read the deferred NaN/Inf guard: count skipped steps, or diagnose the first bad one."""
+        guard = self.run.step.guard
+        if guard is None:
+            return None
+        report = guard.report()
+        if report.first_bad_step is None:
+            return None
+        if self.run.cfg.trainer.on_nonfinite == "skip":
+            self.state.nonfinite_skips += report.skipped
+            log.warning("%d non-finite steps skipped by step %d (the first: step %d)",
+                        report.skipped, self.state.step, report.first_bad_step)  # fmt: skip
+            return None
+        log.error("non-finite value at step %d (found at step %d); stopping with the weights "
+                  "before it", report.first_bad_step, self.state.step)  # fmt: skip
+        self.log.flush()
+        return {
+            "step": report.first_bad_step,
+            "epoch": epoch + 1,
+            "lr": [g["lr"] for g in self.run.optimizer.param_groups],
+            "loss": report.first_bad_loss,
+            "nonfinite_grads": [],  # not known: the deferred check reads flags, not gradients
+            "checked_steps": [report.first_bad_step, self.state.step - 1],
+            "last_finite_loss": self.log.latest_loss,
+        }
+
     def diagnosis(self, epoch: int, bad: NonFiniteStep) -> dict[str, Any]:
         self.log.flush()
         return {
@@ -395,11 +426,12 @@ def _restore(payload: dict[str, Any], run: Run, state: TrainState, totals: Epoch
     set_rng_state(payload["rng"])
     for key, value in payload["state"].items():
         setattr(state, key, value)
-    saved = payload["totals"]
-    totals.sums = {k: v.to(device) for k, v in saved["sums"].items()}
-    grad_norm = saved["grad_norm"]
-    totals.grad_norm = grad_norm.to(device) if isinstance(grad_norm, torch.Tensor) else grad_norm
-    totals.samples, totals.steps, totals.time_s = saved["samples"], saved["steps"], saved["time_s"]
+    for key, value in payload["totals"].items():
+        if key == "sums":
+            value = {k: v.to(device) for k, v in value.items()}
+        elif isinstance(value, torch.Tensor):
+            value = value.to(device)
+        setattr(totals, key, value)
 
 
 def _truncate_metrics(path: Path, records: int) -> None:
