@@ -28,10 +28,11 @@ from optbench.tracking.files import atomic_write_text
 
 DESCRIPTION = """\
 Compare the runs under one or more run or sweep directories: one group per setting of the
-keys the runs differ in (the seed and paths aside), mean ± std over seeds with a 95% t-interval,
-failed runs listed; each group against the baseline group of its workload: Welch's t-test,
-Hedges' g and the seeds per group that would resolve the difference. Writes report.md, report.csv (one row per group), runs.csv (one row per run) and PNG figures;
-with two or more workloads (dataset + model), performance profiles of time to target too."""
+keys the runs differ in (the seed and paths aside), mean ± std and a 95% t-interval over seeds,
+failed runs listed; each group against its workload's baseline group: Welch's t-test, Hedges' g
+and the seeds per group that would resolve the difference. Writes report.md, report.csv (one
+row per group), runs.csv (one row per run) and PNG figures; with two or more workloads
+(dataset + model), performance profiles of time to target too."""
 
 
 def _accuracy(text: str) -> float:

@@ -120,9 +120,8 @@ def report_markdown(c: Comparison) -> str:
         f"{len(c.runs)} runs under {where}, {completed} completed, in {len(c.summaries)} groups "
         f"that differ in: {swept}.\n",
         "Each row: mean ± sample std over the completed seeds of a group, and a 95% t-interval "
-        "for the mean (see below); failed, unfinished, "
-        "diverged and interrupted runs are counted in *runs ok* and *not in means*, never "
-        "averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
+        "for the mean (see below); failed, unfinished, diverged and interrupted runs are counted "
+        "in *runs ok* and *not in means*, never averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
         "target, at its cumulative training time (evaluation excluded), over the runs that "
         "reached it; *reached target* counts completed and diverged runs, a diverged run being "
         "a miss. Columns without a value in any row (peak memory on CPU) are left out; "

@@ -107,35 +107,30 @@ def table_cells(summaries: list[Summary], shown: list[str]) -> tuple[list[Column
 def contrast_columns(against: BaselineComparison) -> list[Column]:
     """The baseline table's columns: which group and metric, then the difference and its test."""
 
-    def shown(c: Contrast) -> tuple[str, str, float]:
-        return SHOWN_AS[c.metric]
-
     def difference(c: Contrast) -> str:
-        return "-" if c.difference is None else f"{c.difference * shown(c)[2]:+{shown(c)[1]}}"
+        _, spec, scale = SHOWN_AS[c.metric]
+        return "-" if c.difference is None else format(c.difference * scale, "+" + spec)
 
     def p(c: Contrast) -> str:
-        return (
-            "-" if c.test is None else f"{c.test.p:.2g}" + (" *" if against.significant(c) else "")
-        )
+        if c.test is None:
+            return "-"
+        return f"{c.test.p:.2g}" + (" *" if against.significant(c) else "")
 
     def seeds(c: Contrast) -> str:
         return "-" if c.test is None else str(c.seeds_needed or f">{MAX_SEEDS}")
 
-    workloads = {c.group.group.workload for c in against.contrasts}
-    return [
-        *(
-            [Column("workload", lambda c: c.group.group.workload, "left")]
-            if len(workloads) > 1
-            else []
-        ),
+    cols = [
         Column("group", lambda c: c.group.group.method, "left"),
-        Column("metric", lambda c: shown(c)[0], "left"),
+        Column("metric", lambda c: SHOWN_AS[c.metric][0], "left"),
         Column("difference\nvs baseline", difference),
         Column("p\n(Welch)", p),
         Column("Hedges'\ng", lambda c: "-" if c.hedges_g is None else f"{c.hedges_g:+.2f}"),
         Column("seeds\nneeded", seeds),
         Column("note", lambda c: c.note, "left"),
     ]
+    if len({c.group.group.workload for c in against.contrasts}) > 1:
+        cols.insert(0, Column("workload", lambda c: c.group.group.workload, "left"))
+    return cols
 
 
 def contrast_cells(against: BaselineComparison) -> tuple[list[Column], list[list[str]]]:
