@@ -70,8 +70,10 @@ def baseline_method(summaries: list[Summary], name: str | None) -> str:
 
 
 def _note(a: tuple[float, ...] | None, b: tuple[float, ...] | None) -> str:
+    if a is None and b is None:
+        return "target misses in both"
     if a is None or b is None:
-        return "a seed missed the target"
+        return f"target misses in {'this group' if a is None else 'the baseline'}"
     if min(len(a), len(b)) == 0:
         return "no values"
     if min(len(a), len(b)) < 2:

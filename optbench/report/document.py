@@ -55,7 +55,8 @@ STATISTICS = f"""\
 The *95% CI* columns are Student-t intervals for the mean over seeds, mean ± t(0.975, n - 1) ·
 s / √n: none for a group with one seed (*1 seed*), and for time to target only when every
 attempt reached the target (*N missed* otherwise: a miss has no time, and leaving it out would
-flatter the group).
+flatter the group). A t-interval does not know that accuracy stops at 100% or time at 0: with
+few seeds and a wide spread it can run past either, which is a sign to add seeds.
 
 Every other group of a workload is compared with that workload's baseline group on final and
 best test accuracy and on time to target: the difference of the means (group - baseline); the
