@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats
 
 from optbench.errors import UserError
+from optbench.report.baselines import baseline_method, compare_to_baseline
 from optbench.report.groups import Group, group_runs, shown_keys, swept_keys
 from optbench.report.profiles import method_times, performance_profiles
 from optbench.report.runs import Run, load_runs
 from optbench.report.summary import summarize
+from optbench.report.tables import interval_cell
 
 FAST = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "model=mlp",
         "model.hidden=[64]", "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false"]  # fmt: skip
@@ -115,6 +118,7 @@ def test_failed_and_diverged_runs_are_listed_not_averaged(sweep, tmp_path):
     assert float(sgd_cosine["final_test_acc_mean"]) == only["final_test_acc"]
     assert sgd_cosine["final_test_acc_std"] == ""  # one seed: no spread to report
     assert sgd_cosine["target_attempts"] == "1"  # failed runs neither reach nor miss
+    assert sgd_cosine["final_test_acc_ci95_low"] == sgd_cosine["final_test_acc_p"] == ""
     adamw = rows["adamw", "constant"]
     kept = results_of(run_dir(copy, "adamw", "constant", 0))
     assert float(adamw["final_test_acc_mean"]) == kept["final_test_acc"]
@@ -194,6 +198,107 @@ def test_time_to_target_is_the_median_over_seeds_with_misses_as_infinite():
     assert half.stats["final_test_acc"].mean == 0.9  # the diverged seed is not averaged in
 
 
+def scipy_interval(values: list[float]) -> tuple[float, float]:
+    return stats.t.interval(0.95, len(values) - 1, statistics.fmean(values), stats.sem(values))
+
+
+def test_groups_are_tested_against_the_baseline_and_a_seed_or_a_miss_short_has_no_interval():
+    base = [[0.5, 0.82], [0.84], [0.5, 0.6, 0.86]]  # final 0.82, 0.84, 0.86; target at 2, 1, 3 s
+    fast = [[0.9], [0.92], [0.5, 0.94]]  # final 0.90, 0.92, 0.94; target at 1, 1, 2 s
+    runs = [fake_run(name, seed, accs) for name, seeds in (("base", base), ("fast", fast)) for seed, accs in enumerate(seeds)]  # fmt: skip
+    runs += [fake_run("one", 0, [0.95]), fake_run("miss", 0, [0.9]), fake_run("miss", 1, [0.5])]
+    swept = swept_keys(runs)
+    summaries = {g.method: summarize(g, 0.8) for g in group_runs(runs, swept, shown_keys(runs, swept))}  # fmt: skip
+    assert (
+        next(iter(summaries)) == "optimizer=base" == baseline_method(list(summaries.values()), None)
+    )
+
+    low, high = scipy_interval([82.0, 84.0, 86.0])
+    assert (
+        interval_cell(summaries["optimizer=base"], "final_test_acc") == f"[{low:.2f}, {high:.2f}]"
+    )
+    assert interval_cell(summaries["optimizer=one"], "final_test_acc") == "1 seed"
+    assert interval_cell(summaries["optimizer=miss"], "final_test_acc") != "1 missed"
+    assert interval_cell(summaries["optimizer=miss"], "time_to_target_s") == "1 missed"
+
+    against = compare_to_baseline(list(summaries.values()), None, alpha=0.05)
+    found = {(c.group.group.method, c.metric): c for c in against.contrasts}
+    assert len(found) == 3 * 3 and against.unmatched == []
+    final = found["optimizer=fast", "final_test_acc"]
+    assert final.difference == pytest.approx(0.08)
+    assert final.test.p == pytest.approx(stats.ttest_ind([0.9, 0.92, 0.94], [0.82, 0.84, 0.86], equal_var=False).pvalue)  # fmt: skip
+    # d = 4 (0.08 over a spread of 0.02): simulated Welch tests at α = 0.05 reject 30% of the
+    # time with 2 seeds a side and 88% with 3.
+    assert against.significant(final) and final.seeds_needed == 3
+    time = found["optimizer=fast", "time_to_target_s"]
+    assert time.test.p == pytest.approx(stats.ttest_ind([1, 1, 2], [2, 1, 3], equal_var=False).pvalue)  # fmt: skip
+    assert not against.significant(time) and time.seeds_needed > 3
+    one = found["optimizer=one", "final_test_acc"]
+    assert (one.difference, one.test, one.note) == (pytest.approx(0.11), None, "fewer than 2 seeds")
+    missed = found["optimizer=miss", "time_to_target_s"]
+    assert (missed.difference, missed.note) == (None, "target misses in this group")
+    assert found["optimizer=fast", "best_test_acc"].note == "no values"  # not in these results
+
+    assert baseline_method(list(summaries.values()), "optimizer = fast") == "optimizer=fast"
+    with pytest.raises(UserError, match="no group 'lion'; the groups are: 'optimizer=base'; 'optimizer=fast'"):  # fmt: skip
+        baseline_method(list(summaries.values()), "lion")
+
+
+def test_a_workload_without_the_baseline_method_is_not_tested():
+    runs = [fake_run(name, seed, [0.5 + seed / 10]) for name in ("a", "b") for seed in (0, 1)]
+    runs += [fake_run("b", seed, [0.6], **{"model.name": "cnn"}) for seed in (0, 1)]
+    swept = swept_keys(runs)
+    summaries = [summarize(g, 0.8) for g in group_runs(runs, swept, shown_keys(runs, swept))]
+    against = compare_to_baseline(summaries, "optimizer=a", alpha=0.01)
+    assert against.unmatched == ["synthetic/cnn"]
+    assert {(c.group.group.workload, c.group.group.method) for c in against.contrasts} == {("synthetic/mlp", "optimizer=b")}  # fmt: skip
+
+
+def test_the_csv_and_markdown_test_each_group_against_the_chosen_baseline(sweep, tmp_path):
+    out = optbench("report", str(sweep), "--baseline", "optimizer=sgd,scheduler=cosine", "--alpha", "0.05", "--out", str(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "against the baseline optimizer=sgd, scheduler=cosine: Welch's t-test, * p < 0.05" in out.stdout  # fmt: skip
+
+    runs = [results_of(p) for p in sweep.glob("*/") if (p / "results.json").is_file()]
+
+    def accs(row: dict[str, str]) -> list[float]:
+        mine = [r for r in runs if (r["optimizer"], r["scheduler"]) == (row["optimizer.name"], row["scheduler.name"])]  # fmt: skip
+        return [r["final_test_acc"] for r in mine]
+
+    rows = read_csv(tmp_path / "report.csv")
+    (baseline,) = [r for r in rows if r["method"] == "optimizer=sgd, scheduler=cosine"]
+    for row in rows:
+        assert (row["baseline"], row["alpha"]) == ("optimizer=sgd, scheduler=cosine", "0.05")
+        mine, theirs = accs(row), accs(baseline)
+        if statistics.stdev(mine) > 0:
+            low, high = scipy_interval(mine)
+            assert float(row["final_test_acc_ci95_low"]) == pytest.approx(low)
+            assert float(row["final_test_acc_ci95_high"]) == pytest.approx(high)
+        if row is baseline:
+            assert row["final_test_acc_difference"] == row["final_test_acc_p"] == ""
+            continue
+        difference = statistics.fmean(mine) - statistics.fmean(theirs)
+        assert float(row["final_test_acc_difference"]) == pytest.approx(difference)
+        if statistics.stdev(mine) + statistics.stdev(theirs) > 0:
+            p = stats.ttest_ind(mine, theirs, equal_var=False).pvalue
+            assert float(row["final_test_acc_p"]) == pytest.approx(p)
+            assert row["final_test_acc_significant"] == str(p < 0.05)
+        else:
+            assert row["final_test_acc_p"] == "" and row["final_test_acc_seeds_needed"] == ""
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Against the baseline: optimizer=sgd, scheduler=cosine" in markdown
+    assert "| group | metric | difference vs baseline | p (Welch) | Hedges' g | seeds needed | note |" in markdown  # fmt: skip
+    assert sum(line.startswith("| optimizer=") for line in markdown.splitlines()) == 3 * 3
+
+
+def test_an_unknown_baseline_lists_the_groups_and_writes_nothing(sweep, tmp_path):
+    out = optbench("report", str(sweep), "--baseline", "optimizer=lion", "--out", str(tmp_path / "out"), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "--baseline: no group 'optimizer=lion'; the groups are: 'optimizer=adamw, scheduler=constant'" in out.stderr  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_groups_ignore_seeds_and_bookkeeping_and_hide_implied_keys():
     runs = [
         fake_run("sgd", 0, [0.5], **{"optimizer.lr": 0.1, "trainer.device": "cpu"}),
@@ -237,6 +342,9 @@ def test_a_resume_job_is_not_a_run(tmp_path):
         (["empty", "--target", "1.5"], "--target: must be in (0, 1]"),
         (["empty", "--target", "0"], "--target: must be in (0, 1]"),
         (["empty", "--target", "high"], "--target: must be a number"),
+        (["empty", "--alpha", "0"], "--alpha: must be in (0, 1)"),
+        (["empty", "--alpha", "1"], "--alpha: must be in (0, 1)"),
+        (["empty", "--alpha", "low"], "--alpha: must be a number"),
         ([], "the following arguments are required: DIR"),
     ],
 )

@@ -9,26 +9,30 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from optbench.errors import ArgumentParser
+from optbench.report.baselines import DEFAULT_ALPHA
 from optbench.report.comparison import Comparison, compare
 from optbench.report.document import (
     PLOTS,
     PROFILE_PLOT,
     left_out,
+    not_compared,
     report_markdown,
     target_notes,
     target_rule,
     tensorboard_command,
 )
-from optbench.report.tables import groups_csv, rich_table, runs_csv
+from optbench.report.tables import groups_csv, rich_contrast_table, rich_table, runs_csv
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.tracking.console import console
 from optbench.tracking.files import atomic_write_text
 
 DESCRIPTION = """\
 Compare the runs under one or more run or sweep directories: one group per setting of the
-keys the runs differ in (the seed and paths aside), mean ± std over seeds, failed runs listed.
-Writes report.md, report.csv (one row per group), runs.csv (one row per run) and PNG figures;
-with two or more workloads (dataset + model), performance profiles of time to target too."""
+keys the runs differ in (the seed and paths aside), mean ± std and a 95% t-interval over seeds,
+failed runs listed; each group against its workload's baseline group: Welch's t-test, Hedges' g
+and the seeds per group that would resolve the difference. Writes report.md, report.csv (one
+row per group), runs.csv (one row per run) and PNG figures; with two or more workloads
+(dataset + model), performance profiles of time to target too."""
 
 
 def _accuracy(text: str) -> float:
@@ -38,6 +42,16 @@ def _accuracy(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got '{text}'") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1] (a fraction, not %), got {text}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got '{text}'") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 
@@ -56,6 +70,20 @@ def parser() -> argparse.ArgumentParser:
         metavar="ACC",
         help=f"test accuracy to time, for every workload (default: {DEFAULT_TARGET_FRACTION:g} x "
         "the best test accuracy any completed run reached on that workload)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="GROUP",
+        help="the group every other group of its workload is tested against, as the report names "
+        "it, e.g. 'optimizer=sgd,scheduler=cosine' (default: the first group)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=DEFAULT_ALPHA,
+        metavar="LEVEL",
+        help=f"significance level of the tests and of the seeds-needed estimate (default: "
+        f"{DEFAULT_ALPHA:g}, modded-nanogpt's; a report makes many comparisons)",
     )
     p.add_argument(
         "--out",
@@ -86,6 +114,10 @@ def print_comparison(c: Comparison) -> None:
     )
     # Paths hold brackets and commas: no markup, no highlighting, no hard line breaks.
     plain = {"markup": False, "highlight": False, "soft_wrap": True}
+    if c.against.contrasts:
+        print_table(rich_contrast_table(c.against))
+    for line in not_compared(c.against):
+        console.print(line, **plain)
     console.print(
         f"target test accuracy ({target_rule(c)}):", *target_notes(c), sep="\n  ", **plain
     )
@@ -106,7 +138,7 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     # matplotlib and TensorBoard load only once the runs are read: mistakes stay fast.
     from optbench.report import plots
 
-    atomic_write_text(out / "report.csv", groups_csv(c.summaries, c.swept))
+    atomic_write_text(out / "report.csv", groups_csv(c.summaries, c.swept, c.against))
     atomic_write_text(out / "runs.csv", runs_csv(c.summaries, c.swept))
     plots.plot_epoch_curves(c.summaries, "test_acc", "test accuracy (%)", out / "test_acc.png", 100)
     plots.plot_epoch_curves(c.summaries, "train_loss", "training loss", out / "train_loss.png")
@@ -125,7 +157,7 @@ def run_report(args: list[str]) -> int:
         opts = parser().parse_args(args)
     except SystemExit as exit_:  # --help has been printed
         return int(exit_.code or 0)
-    comparison = compare(opts.dirs, opts.target)
+    comparison = compare(opts.dirs, opts.target, opts.baseline, opts.alpha)
     print_comparison(comparison)
     out = opts.out or opts.dirs[0] / "report"
     written = write_comparison(comparison, out)

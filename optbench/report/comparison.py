@@ -1,10 +1,12 @@
-"""The whole analysis, once: runs -> swept keys -> groups -> targets -> summaries -> profiles."""
+"""The whole analysis, once: runs -> swept keys -> groups -> targets -> summaries -> profiles
+and the comparison with the baseline."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from optbench.report.baselines import BaselineComparison, compare_to_baseline
 from optbench.report.groups import group_runs, shown_keys, swept_keys
 from optbench.report.profiles import method_times
 from optbench.report.runs import Run, load_runs
@@ -22,9 +24,12 @@ class Comparison:
     workloads: list[str]
     times: dict[str, dict[str, float]] | None  # workload -> method -> time; None: one workload
     explicit_target: bool  # --target given, rather than the default
+    against: BaselineComparison
 
 
-def compare(roots: list[Path], target: float | None) -> Comparison:
+def compare(
+    roots: list[Path], target: float | None, baseline: str | None, alpha: float
+) -> Comparison:
     runs = load_runs(roots)
     swept = swept_keys(runs)
     shown = shown_keys(runs, swept)
@@ -32,6 +37,7 @@ def compare(roots: list[Path], target: float | None) -> Comparison:
     targets = workload_targets(groups, target)
     summaries = [summarize(g, targets[g.workload]) for g in groups]
     times = method_times(summaries) if len(targets) >= 2 else None
+    against = compare_to_baseline(summaries, baseline, alpha)
     return Comparison(
-        roots, runs, swept, shown, summaries, list(targets), times, target is not None
+        roots, runs, swept, shown, summaries, list(targets), times, target is not None, against
     )

@@ -6,11 +6,13 @@ import math
 import os
 from pathlib import Path
 
+from optbench.report.baselines import BaselineComparison
 from optbench.report.comparison import Comparison
 from optbench.report.groups import short_key
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
+from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.summary import Summary
-from optbench.report.tables import markdown_table
+from optbench.report.tables import markdown_contrast_table, markdown_table
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.tracking.results import malformed
 
@@ -41,6 +43,36 @@ def target_notes(c: Comparison) -> list[str]:
         f"{workload}: {'none, no run completed' if t is None else f'{100 * t:.2f}%'}"
         for workload, t in targets.items()
     ]
+
+
+def not_compared(against: BaselineComparison) -> list[str]:
+    """What the baseline table leaves out, and why: one line each."""
+    if not against.contrasts and not against.unmatched:
+        return [f"baseline {against.method}: no other group to test against it"]
+    return [f"{w}: no {against.method} group, not tested" for w in against.unmatched]
+
+
+STATISTICS = f"""\
+The *95% CI* columns are Student-t intervals for the mean over seeds, mean ± t(0.975, n - 1) ·
+s / √n: none for a group with one seed (*1 seed*), and for time to target only when every
+attempt reached the target (*N missed* otherwise: a miss has no time, and leaving it out would
+flatter the group). A t-interval does not know that accuracy stops at 100% or time at 0: with
+few seeds and a wide spread it can run past either, which is a sign to add seeds.
+
+Every other group of a workload is compared with that workload's baseline group on final and
+best test accuracy and on time to target: the difference of the means (group - baseline); the
+two-sided p-value of Welch's t-test (unequal variances, Welch-Satterthwaite degrees of
+freedom), marked \\* below α; Hedges' g, the difference over the pooled standard deviation
+times 1 - 3 / (4(n₁ + n₂) - 9). A test needs 2 or more seeds a side, some spread, and for time
+to target no misses. p-values are not corrected for the number of comparisons.
+
+*Seeds needed* is the smallest number of seeds per group at which Welch's test at level α
+would detect the observed difference with 80% power, if the observed means and standard
+deviations were the true ones (a noncentral-t power calculation). Where it is more than a
+group has, rerun with that many seeds before calling the difference a finding; estimated from
+a few seeds, it is a guide, not a promise. >{MAX_SEEDS}: not resolvable by rerunning (a zero
+difference never is).
+"""
 
 
 def _why(run: Run) -> str:
@@ -91,9 +123,9 @@ def report_markdown(c: Comparison) -> str:
         "# optbench report\n",
         f"{len(c.runs)} runs under {where}, {completed} completed, in {len(c.summaries)} groups "
         f"that differ in: {swept}.\n",
-        "Each row: mean ± sample std over the completed seeds of a group; failed, unfinished, "
-        "diverged and interrupted runs are counted in *runs ok* and *not in means*, never "
-        "averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
+        "Each row: mean ± sample std over the completed seeds of a group, and a 95% t-interval "
+        "for the mean (see below); failed, unfinished, diverged and interrupted runs are counted "
+        "in *runs ok* and *not in means*, never averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
         "target, at its cumulative training time (evaluation excluded), over the runs that "
         "reached it; *reached target* counts completed and diverged runs, a diverged run being "
         "a miss. Columns without a value in any row (peak memory on CPU) are left out; "
@@ -102,7 +134,13 @@ def report_markdown(c: Comparison) -> str:
         *(f"- {line}" for line in target_notes(c)),
         "",
         markdown_table(c.summaries, c.shown),
+        f"## Against the baseline: {c.against.method}\n",
+        f"Significance level α = {c.against.alpha:g} (`--alpha`), baseline chosen with "
+        "`--baseline` (default: the first group).\n",
     ]
+    if c.against.contrasts:
+        parts.append(markdown_contrast_table(c.against))
+    parts += [*(f"- {line}" for line in not_compared(c.against)), "", STATISTICS]
     if missing := left_out(c.summaries):
         parts += [
             "## Runs not in the means\n",

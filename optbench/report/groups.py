@@ -23,11 +23,13 @@ WORKLOAD_SECTIONS = ("dataset", "model")
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (n - 1) of the finite values; None where undefined."""
+    """Mean and sample standard deviation (n - 1) of the finite values; None where undefined.
+    The values stay for the intervals and tests over seeds (seed_statistics.py)."""
 
     mean: float | None
     std: float | None
     n: int
+    values: tuple[float, ...] = ()
 
 
 def stat(values: Iterable[Any]) -> Stat:
@@ -35,7 +37,7 @@ def stat(values: Iterable[Any]) -> Stat:
     if not finite:
         return Stat(None, None, 0)
     std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Stat(statistics.fmean(finite), std, len(finite))
+    return Stat(statistics.fmean(finite), std, len(finite), tuple(finite))
 
 
 @dataclass(frozen=True)

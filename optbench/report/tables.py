@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,12 +12,20 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from optbench.report.baselines import COMPARED, BaselineComparison, Contrast, interval, seed_values
 from optbench.report.groups import Stat, short_key, show_value
 from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
+from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.summary import RESULT_METRICS, Summary
 from optbench.report.targets import time_to_target
 
 STAT_COLUMNS = (*RESULT_METRICS, "time_to_target_s", "epochs_to_target")
+# How each compared metric is shown: label, format, scale (accuracies in %).
+SHOWN_AS = {
+    "final_test_acc": ("final test acc %", ".2f", 100),
+    "best_test_acc": ("best test acc %", ".2f", 100),
+    "time_to_target_s": ("train s to target", ".2f", 1),
+}
 RUN_FIELDS = (
     "final_test_acc", "best_test_acc", "wall_time_s", "train_time_s", "images_per_s", "peak_memory_mb",
 )  # fmt: skip
@@ -29,10 +38,24 @@ def plus_minus(s: Stat, spec: str, scale: float = 1.0) -> str:
     return mean if s.std is None else f"{mean}±{format(s.std * scale, spec)}"
 
 
+def interval_cell(s: Summary, metric: str) -> str:
+    """`[low, high]`; `1 seed` where there is no spread to build one from; `N missed` for a
+    time to target some seeds never reached (see baselines.seed_values)."""
+    _, spec, scale = SHOWN_AS[metric]
+    values = seed_values(s, metric)
+    if values is None:
+        return f"{s.attempts - s.reached} missed" if s.target is not None else "-"
+    ci = interval(s, metric)
+    if ci is None:
+        return "1 seed" if len(values) == 1 else "-"
+    low, high = (format(v * scale, spec) for v in ci)
+    return f"[{low}, {high}]"
+
+
 @dataclass(frozen=True)
 class Column:
     header: str  # a line break where the terminal table may wrap it
-    cell: Callable[[Summary], str]
+    cell: Callable[[Any], str]  # of a Summary, or of a Contrast
     justify: str = "right"
 
 
@@ -42,6 +65,9 @@ def columns(shown: list[str]) -> list[Column]:
     def stat_column(header: str, key: str, spec: str, scale: float = 1.0) -> Column:
         return Column(header, lambda s: plus_minus(s.stats[key], spec, scale))
 
+    def ci_column(header: str, metric: str) -> Column:
+        return Column(f"{header}\n95% CI", lambda s: interval_cell(s, metric))
+
     def setting(key: str) -> Column:
         return Column(short_key(key), lambda s: show_value(s.group.values[key]), "left")
 
@@ -50,9 +76,12 @@ def columns(shown: list[str]) -> list[Column]:
         Column("runs\nok", lambda s: f"{len(s.group.completed)}/{len(s.group.runs)}"),
         Column("seeds", lambda s: str(len({r.seed for r in s.group.completed}))),
         stat_column("final test\nacc %", "final_test_acc", ".2f", 100),
+        ci_column("final", "final_test_acc"),
         stat_column("best test\nacc %", "best_test_acc", ".2f", 100),
+        ci_column("best", "best_test_acc"),
         Column("reached\ntarget", lambda s: f"{s.reached}/{s.attempts}"),
         stat_column("train s\nto target", "time_to_target_s", ".2f"),
+        ci_column("to target", "time_to_target_s"),
         stat_column("epochs\nto target", "epochs_to_target", ".1f"),
         stat_column("wall s", "wall_time_s", ".1f"),
         stat_column("img/s", "images_per_s", ".0f"),
@@ -75,8 +104,56 @@ def table_cells(summaries: list[Summary], shown: list[str]) -> tuple[list[Column
     return [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
+def contrast_columns(against: BaselineComparison) -> list[Column]:
+    """The baseline table's columns: which group and metric, then the difference and its test."""
+
+    def difference(c: Contrast) -> str:
+        _, spec, scale = SHOWN_AS[c.metric]
+        return "-" if c.difference is None else format(c.difference * scale, "+" + spec)
+
+    def p(c: Contrast) -> str:
+        if c.test is None:
+            return "-"
+        return f"{c.test.p:.2g}" + (" *" if against.significant(c) else "")
+
+    def seeds(c: Contrast) -> str:
+        return "-" if c.test is None else str(c.seeds_needed or f">{MAX_SEEDS}")
+
+    cols = [
+        Column("group", lambda c: c.group.group.method, "left"),
+        Column("metric", lambda c: SHOWN_AS[c.metric][0], "left"),
+        Column("difference\nvs baseline", difference),
+        Column("p\n(Welch)", p),
+        Column("Hedges'\ng", lambda c: "-" if c.hedges_g is None else f"{c.hedges_g:+.2f}"),
+        Column("seeds\nneeded", seeds),
+        Column("note", lambda c: c.note, "left"),
+    ]
+    if len({c.group.group.workload for c in against.contrasts}) > 1:
+        cols.insert(0, Column("workload", lambda c: c.group.group.workload, "left"))
+    return cols
+
+
+def contrast_cells(against: BaselineComparison) -> tuple[list[Column], list[list[str]]]:
+    cols = contrast_columns(against)
+    return cols, [[col.cell(c) for col in cols] for c in against.contrasts]
+
+
+def contrast_title(against: BaselineComparison) -> str:
+    return (
+        f"against the baseline {against.method}: Welch's t-test, * p < {against.alpha:g}; "
+        "seeds needed per group for 80% power"
+    )
+
+
 def rich_table(summaries: list[Summary], shown: list[str], title: str) -> Table:
-    cols, rows = table_cells(summaries, shown)
+    return cells_to_rich(*table_cells(summaries, shown), title)
+
+
+def rich_contrast_table(against: BaselineComparison) -> Table:
+    return cells_to_rich(*contrast_cells(against), contrast_title(against))
+
+
+def cells_to_rich(cols: list[Column], rows: list[list[str]], title: str) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for i, col in enumerate(cols):
         # Squeezed, the table may wrap a header between words, never cut a word or a number.
@@ -88,8 +165,14 @@ def rich_table(summaries: list[Summary], shown: list[str], title: str) -> Table:
 
 
 def markdown_table(summaries: list[Summary], shown: list[str]) -> str:
-    cols, rows = table_cells(summaries, shown)
+    return cells_to_markdown(*table_cells(summaries, shown))
 
+
+def markdown_contrast_table(against: BaselineComparison) -> str:
+    return cells_to_markdown(*contrast_cells(against))
+
+
+def cells_to_markdown(cols: list[Column], rows: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -109,8 +192,15 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def groups_csv(summaries: list[Summary], swept: list[str]) -> str:
-    """One row per group; statistics as <metric>_mean, _std (sample, n - 1) and _n."""
+def groups_csv(summaries: list[Summary], swept: list[str], against: BaselineComparison) -> str:
+    """One row per group; statistics as <metric>_mean, _std (sample, n - 1) and _n; for the
+    compared metrics also _ci95_low and _ci95_high, and against the workload's baseline
+    _difference, _p (Welch), _significant (p < alpha), _hedges_g and _seeds_needed (inf: more
+    than MAX_SEEDS); empty where undefined (one seed, misses, the baseline's own row)."""
+    contrasts = {
+        (c.group.group.workload, c.group.group.method, c.metric): c for c in against.contrasts
+    }
+    baselines = {c.baseline.group.workload for c in against.contrasts}
     rows = []
     for s in summaries:
         g = s.group
@@ -132,8 +222,28 @@ def groups_csv(summaries: list[Summary], swept: list[str]) -> str:
         for key in STAT_COLUMNS:
             st = s.stats[key]
             row |= {f"{key}_mean": st.mean, f"{key}_std": st.std, f"{key}_n": st.n}
+        for key in COMPARED:
+            low, high = interval(s, key) or (None, None)
+            row |= {f"{key}_ci95_low": low, f"{key}_ci95_high": high}
+        row |= {
+            "baseline": against.method if g.workload in baselines else None,
+            "alpha": against.alpha,
+        }
+        for key in COMPARED:
+            row |= contrast_fields(contrasts.get((g.workload, g.method, key)), key, against)
         rows.append(row)
     return _csv_text(rows)
+
+
+def contrast_fields(c: Contrast | None, key: str, against: BaselineComparison) -> dict[str, Any]:
+    tested = c is not None and c.test is not None
+    return {
+        f"{key}_difference": None if c is None else c.difference,
+        f"{key}_p": c.test.p if tested else None,
+        f"{key}_significant": against.significant(c) if tested else None,
+        f"{key}_hedges_g": None if c is None else c.hedges_g,
+        f"{key}_seeds_needed": (c.seeds_needed or math.inf) if tested else None,
+    }
 
 
 def diverged_step(run: Run) -> int | None:
