@@ -3,6 +3,8 @@
 Newton-Schulz orthogonalisation only makes sense for weight matrices (conv kernels are
 flattened to out_channels x rest). Biases, normalisation weights, the first layer and the
 classifier head train with AdamW, as in Keller Jordan's CIFAR-10 and NanoGPT speedruns.
+The same split serves NorMuon and torch.optim.Muon (`optbench/optim/torch_muon.py`), which
+takes 2-D matrices only and so leaves conv kernels to AdamW.
 """
 
 from __future__ import annotations
@@ -20,18 +22,27 @@ from optbench.optim.registry import load_object
 ADAMW_KEYS = ("adamw_lr", "adamw_betas", "adamw_eps", "adamw_wd")
 
 
-def uses_muon(param_name: str, param: torch.Tensor, first: str, last: str) -> bool:
-    """Hidden matrices: at least 2-D and in neither the first nor the last top-level module."""
+def uses_muon(
+    param_name: str, param: torch.Tensor, first: str, last: str, kernels: bool = True
+) -> bool:
+    """Hidden matrices: at least 2-D (exactly 2-D without `kernels`) and in neither the first
+    nor the last top-level module."""
     stage = param_name.split(".")[0]
-    return param.ndim >= 2 and stage not in (first, last)
+    matrix = param.ndim >= 2 if kernels else param.ndim == 2
+    return matrix and stage not in (first, last)
 
 
 def build_muon(
-    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+    groups: list[dict[str, Any]],
+    cfg: DictConfig,
+    device: torch.device,
+    muon_class: str = "pytorch_optimizer.Muon",
+    kernels: bool = True,
 ) -> torch.optim.Optimizer:
+    """`muon_class` over the split groups; `kernels`: whether conv kernels count as matrices."""
     if not all(isinstance(g, dict) and "param_names" in g for g in groups):
         raise UserError(
-            "optimizer=muon needs named parameter groups (train a model, not loose tensors)"
+            f"optimizer={cfg.name} needs named parameter groups (train a model, not loose tensors)"
         )
     stages = list(dict.fromkeys(name.split(".")[0] for g in groups for name in g["param_names"]))
     first, last = stages[0], stages[-1]
@@ -40,7 +51,7 @@ def build_muon(
     for group in groups:
         muon, adamw = {"params": [], "param_names": []}, {"params": [], "param_names": []}
         for name, param in zip(group["param_names"], group["params"], strict=True):
-            target = muon if uses_muon(name, param, first, last) else adamw
+            target = muon if uses_muon(name, param, first, last, kernels) else adamw
             target["params"].append(param)
             target["param_names"].append(name)
         scale = group["lr"] / base_lr  # LR multipliers and layer decay carry over to both parts
@@ -57,6 +68,12 @@ def build_muon(
             )  # fmt: skip
     kwargs = {k: v for k, v in hyperparameters(cfg).items() if k not in ADAMW_KEYS}
     try:
-        return load_object("pytorch_optimizer.Muon")(split, **kwargs)
+        return load_object(muon_class)(split, **kwargs)
     except (ValueError, TypeError) as err:
-        raise UserError(f"optimizer=muon: {err}") from None
+        raise UserError(f"optimizer={cfg.name}: {err}") from None
+
+
+def build_normuon(
+    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    return build_muon(groups, cfg, device, muon_class="pytorch_optimizer.NorMuon")
