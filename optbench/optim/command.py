@@ -30,7 +30,7 @@ def rows() -> list[tuple[str, ...]]:
             info.state,
             "yes" if info.cpu else "needs CUDA",
             "yes" if info.reference else "-",
-            "base's" if lr is None else f"{lr:g}",
+            "base's" if lr is None else f"{lr:g}" + (" (self-tuning)" if info.self_tuning else ""),
             info.description,
         ))  # fmt: skip
     return out
