@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import subprocess
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from optbench.commands.optimizers import markdown
 from optbench.errors import UserError
-from optbench.optim import OPTIMIZERS
+from optbench.optim import OPTIMIZERS, optimizer_config
 from optbench.run import build_run
 from optbench.run.evaluate import evaluate
 from optbench.train.preflight import check_train_config
@@ -22,10 +23,19 @@ from optbench.train.trainer import train
 
 # A hidden layer between the first and the last, so Muon has a matrix of its own.
 ZOO = [*(o for o in FAST if not o.startswith("model.hidden")), "model.hidden=[64,64]"]
+# Matrix preconditioners cost d^3 per dimension: the zoo's 3072-wide input takes SOAP and Kron
+# 10-30 s per 20 steps on 2 cores, and Shampoo (an SVD per dimension per step) minutes. In these
+# tests that dimension gets Kron's diagonal factor and SOAP's identity basis (Adam), the 64-wide
+# dimensions keep their full factors; Shampoo trains on 3x8x8 images (a 192-wide input).
+WIDE_INPUT = {
+    "soap": ["optimizer.max_precondition_dim=1024"],
+    "kron": ["optimizer.max_size_triangular=1024"],
+    "shampoo": ["dataset.shape=[3,8,8]"],
+}
 
 
 def setup_for(name: str, *overrides: str):
-    cfg = compose_config(*ZOO, f"optimizer={name}", *overrides)
+    cfg = compose_config(*ZOO, f"optimizer={name}", *WIDE_INPUT.get(name, []), *overrides)
     return build_run(cfg)
 
 
@@ -69,8 +79,10 @@ def test_every_optimizer_continues_identically_after_a_state_dict_round_trip(nam
 
 def test_every_optimizer_builds_and_trains_from_the_cli(tmp_path):
     names = ",".join(OPTIMIZERS)
+    # 3x8x8 images: a 192-wide input keeps the matrix preconditioners' first steps short.
     out = subprocess.run(
         ["optbench", "train", "-m", *ZOO, "dataset.train_size=128", "dataset.test_size=64", "trainer.epochs=1",
+         "dataset.shape=[3,8,8]",
          f"optimizer={names}", f"paths.output_dir={tmp_path}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -94,6 +106,8 @@ def test_every_optimizer_builds_and_trains_from_the_cli(tmp_path):
         (["optimizer=adafactor", "optimizer.eps=[null,-1]"], "eps must be positive"),
         (["optimizer=radam", "optimizer.impl=reference"], "has no reference implementation"),
         (["optimizer=muon", "optimizer.ns_steps=0"], "optimizer=muon"),
+        (["optimizer=torch_muon", "optimizer.adjust_lr_fn=spectral"], "optimizer=torch_muon"),
+        (["optimizer=adam_mini", "optimizer.eps=-1"], "eps must be positive"),
     ],
 )
 def test_bad_hyperparameters_are_one_line_user_errors(overrides, message):
@@ -198,3 +212,76 @@ def test_the_optimizer_table_lists_every_optimizer():
     table = markdown()
     assert all(f"| {name} |" in table for name in OPTIMIZERS)
     assert "| adam | torch.optim.Adam | 2 x params | yes | 0.001 |" in table
+
+
+def test_torch_muon_is_torchs_muon_and_adamw_side_by_side():
+    # The independent answer: torch.optim.Muon and torch.optim.AdamW built by hand over a copy
+    # of the model, split as documented, stepped one after the other.
+    setup = setup_for("torch_muon", "optimizer.weight_decay=0.01", "optimizer.adamw_wd=0.01")
+    groups = setup.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["muon/decay", "adamw/decay", "adamw/no_decay"]
+    assert groups[0]["param_names"] == ["3.weight"]  # the hidden 64 x 64 matrix
+    twin = copy.deepcopy(setup.model)
+    params = dict(twin.named_parameters())
+    muon = torch.optim.Muon([params["3.weight"]], lr=0.02, weight_decay=0.01, momentum=0.95)
+    adamw = torch.optim.AdamW(
+        [{"params": [params[n] for n in g["param_names"]], "weight_decay": g["weight_decay"]}
+         for g in groups[1:]],
+        lr=1e-3, betas=(0.9, 0.95), eps=1e-10,
+    )  # fmt: skip
+    for i, (x, y) in enumerate(list(setup.data.train_batches.epoch(0))[:3]):
+        setup.step([(x, y)], i)
+        twin.zero_grad()
+        setup.step.task.loss(twin(x), y).backward()
+        muon.step()
+        adamw.step()
+    for (name, a), b in zip(
+        setup.model.state_dict().items(), twin.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_torch_muon_leaves_conv_kernels_to_adamw():
+    not_model = [o for o in ZOO if not o.startswith("model")]
+    cfg = compose_config(
+        *not_model, "model=fastcnn", "model.widths=[4,8,8]", "optimizer=torch_muon"
+    )
+    setup = build_run(cfg)
+    kernels = [n for g in setup.optimizer.param_groups for n in g["param_names"]
+               if setup.model.get_parameter(n).ndim == 4]  # fmt: skip
+    adamw = {n for g in setup.optimizer.param_groups if not g["use_muon"] for n in g["param_names"]}
+    assert kernels and set(kernels) <= adamw  # torch.optim.Muon raises for 4-D parameters
+    setup.step([next(setup.data.train_batches.epoch(0))], 0)
+
+
+def test_adam_mini_keeps_one_second_moment_per_tensor_and_optbenchs_group_settings():
+    setup = setup_for("adam_mini", "param_groups.lr_multipliers={5:10}")
+    setup.step([next(setup.data.train_batches.epoch(0))], 0)
+    for group in setup.optimizer.param_groups:
+        (p,) = group["params"]
+        head, bias = group["name"].startswith("5."), p.ndim == 1
+        assert group["lr"] == pytest.approx(1e-2 if head else 1e-3)
+        assert group["weight_decay"] == (0.0 if bias else 0.1)
+        assert setup.optimizer.state[p]["v_mean"].numel() == 1
+
+
+def test_the_cautious_variants_mask_the_step():
+    # The second step (the first has no momentum to disagree with): Lion moves every weight with
+    # a gradient (all but those of dead ReLU units); C-Lion also leaves those whose step
+    # disagrees with the new gradient where they are.
+    unmoved = []
+    for name in ("lion", "clion"):
+        setup = setup_for(name, "optimizer.weight_decay=0")
+        first, second = list(setup.data.train_batches.epoch(0))[:2]
+        setup.step([first], 0)
+        before = [p.clone() for p in setup.model.parameters()]
+        setup.step([second], 1)
+        pairs = zip(setup.model.parameters(), before, strict=True)
+        unmoved.append(sum(int((p == b).sum()) for p, b in pairs))
+    assert unmoved[1] > 10 * unmoved[0]  # measured: 6215 vs 125 of 201k weights
+
+
+def test_self_tuning_optimizers_are_marked_and_keep_lr_1():
+    self_tuning = [name for name, info in OPTIMIZERS.items() if info.self_tuning]
+    assert self_tuning == ["prodigy", "dadapt_adam"]
+    assert all(optimizer_config(name).lr == 1.0 for name in self_tuning)

@@ -4,6 +4,7 @@ three conventions of SGD momentum do when the LR or the momentum changes mid-run
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import re
@@ -91,6 +92,9 @@ def final_params(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
     return trajectory(model, optimizer, batches)[0][-1]
 
 
+# What optimizer=cadamw builds (its registry defaults): AdamP without its projection.
+CAUTIOUS_ADAMW = functools.partial(pytorch_optimizer.AdamP, **OPTIMIZERS["cadamw"].defaults)
+
 # (id, library class, reference class, keyword arguments for both)
 LIBRARY_CASES = [
     ("sgd", torch.optim.SGD, ref.SGD, dict(lr=0.1)),
@@ -134,6 +138,16 @@ LIBRARY_CASES = [
     ),
     ("lamb", pytorch_optimizer.Lamb, ref.Lamb, dict(lr=1e-2)),
     ("lamb-wd", pytorch_optimizer.Lamb, ref.Lamb, dict(lr=1e-2, weight_decay=0.1)),
+    ("adopt", pytorch_optimizer.ADOPT, ref.ADOPT, dict(lr=1e-3)),
+    ("adopt-l2", pytorch_optimizer.ADOPT, ref.ADOPT, dict(lr=1e-3, weight_decay=0.01)),
+    (
+        "adopt-decoupled",
+        pytorch_optimizer.ADOPT,
+        ref.ADOPT,
+        dict(lr=1e-3, betas=(0.8, 0.99), weight_decay=0.1, weight_decouple=True),
+    ),
+    ("cadamw", CAUTIOUS_ADAMW, ref.CautiousAdamW, dict(lr=1e-2)),
+    ("cadamw-wd", CAUTIOUS_ADAMW, ref.CautiousAdamW, dict(lr=1e-2, weight_decay=0.1)),
 ]
 
 
@@ -203,6 +217,8 @@ REFERENCE_CASES = [
     ("adamw", ref.AdamW, dict(lr=1e-2, weight_decay=0.1)),
     ("lion", ref.Lion, dict(lr=1e-3, weight_decay=0.5)),
     ("lamb", ref.Lamb, dict(lr=1e-2, weight_decay=0.1)),
+    ("adopt", ref.ADOPT, dict(lr=1e-3, weight_decay=0.01)),
+    ("cadamw", ref.CautiousAdamW, dict(lr=1e-2, weight_decay=0.1)),
 ]
 REFERENCE_IDS = [c[0] for c in REFERENCE_CASES]
 
@@ -439,6 +455,8 @@ BAD_HYPERPARAMETERS = [
     (ref.Lion, dict(weight_decay=-1), "weight_decay must be non-negative, got -1"),
     (ref.Lamb, dict(eps=0.0), "eps must be positive, got 0.0"),
     (ref.Lamb, dict(betas=(0.9,)), "betas must be two numbers in [0, 1), got (0.9,)"),
+    (ref.ADOPT, dict(eps=0), "eps must be positive, got 0"),
+    (ref.CautiousAdamW, dict(weight_decay=-0.1), "weight_decay must be non-negative, got -0.1"),
 ]
 
 
@@ -458,6 +476,8 @@ REGISTRY_REFERENCES = {
     "adamw": ref.AdamW,
     "lion": ref.Lion,
     "lamb": ref.Lamb,
+    "adopt": ref.ADOPT,
+    "cadamw": ref.CautiousAdamW,
 }
 
 
@@ -491,3 +511,18 @@ def test_training_with_the_reference_ends_at_the_library_loss(fast_cfg, tmp_path
     assert reference["status"] == library["status"] == "completed"
     assert reference["final_train_loss"] == pytest.approx(library["final_train_loss"], rel=1e-6)
     assert reference["final_test_loss"] == pytest.approx(library["final_test_loss"], rel=1e-6)
+
+
+def test_the_cautious_mask_changes_adamw_and_adopt_skips_its_first_step():
+    # C-AdamW is not AdamW (its mask drops steps); ADOPT's first step only fills v.
+    batches = make_batches(steps=10)
+    adamw_model, cautious_model, adopt_model = make_model(), make_model(), make_model()
+    adamw = final_params(adamw_model, torch.optim.AdamW(adamw_model.parameters(), lr=1e-2), batches)
+    cautious = final_params(
+        cautious_model, ref.CautiousAdamW(cautious_model.parameters(), lr=1e-2), batches
+    )
+    assert (cautious - adamw).abs().max() > 1e-3
+    start = flat(adopt_model)
+    adopt = ref.ADOPT(adopt_model.parameters())
+    assert torch.equal(final_params(adopt_model, adopt, batches[:1]), start)
+    assert not torch.equal(final_params(adopt_model, adopt, batches[1:2]), start)

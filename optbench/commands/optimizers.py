@@ -28,7 +28,7 @@ def rows() -> list[tuple[str, ...]]:
             info.backend,
             info.state,
             "yes" if info.reference else "-",
-            "base's" if lr is None else f"{lr:g}",
+            "base's" if lr is None else f"{lr:g}" + (" (self-tuning)" if info.self_tuning else ""),
             info.description,
         ))  # fmt: skip
     return out

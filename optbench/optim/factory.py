@@ -148,6 +148,12 @@ def optimizer_from_groups(
     if info.builder is not None and impl == "library":
         return load_object(info.builder)(groups, cfg, device)
     cls = optimizer_class(info, impl)
+    if impl == "reference":
+        # A reference implements its registry variant by construction (C-AdamW is AdamP's
+        # cautious=True, delta=0), so of the fixed arguments it takes those its signature names.
+        accepted = inspect.signature(cls).parameters
+        fixed = {k: v for k, v in info.defaults.items() if k in accepted}
+        hparams = {**fixed, **hyperparameters(cfg)}
     if (
         info.fused_on_cuda
         and device.type == "cuda"

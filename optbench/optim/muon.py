@@ -3,6 +3,8 @@
 Newton-Schulz orthogonalisation only makes sense for weight matrices (conv kernels are
 flattened to out_channels x rest). Biases, normalisation weights, the first layer and the
 classifier head train with AdamW, as in Keller Jordan's CIFAR-10 and NanoGPT speedruns.
+The same split serves NorMuon and torch.optim.Muon (`optbench/optim/torch_muon.py`), which
+takes 2-D matrices only and so leaves conv kernels to AdamW.
 """
 
 from __future__ import annotations
@@ -20,25 +22,32 @@ from optbench.optim.registry import load_object
 ADAMW_KEYS = ("adamw_lr", "adamw_betas", "adamw_eps", "adamw_wd")
 
 
-def uses_muon(param: torch.Tensor, layer: int, num_layers: int) -> bool:
-    """Hidden matrices: at least 2-D and in neither the first layer (stem, embeddings) nor the
-    last (head); layers as optbench/optim/param_groups.py counts them (blocks for a ViT/GPT)."""
-    return param.ndim >= 2 and 0 < layer < num_layers - 1
+def uses_muon(param: torch.Tensor, layer: int, num_layers: int, kernels: bool = True) -> bool:
+    """Hidden matrices: at least 2-D (exactly 2-D without `kernels`) and in neither the first
+    layer (stem, embeddings) nor the last (head); layers as optbench/optim/param_groups.py
+    counts them (blocks for a ViT/GPT)."""
+    matrix = param.ndim >= 2 if kernels else param.ndim == 2
+    return matrix and 0 < layer < num_layers - 1
 
 
 def build_muon(
-    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+    groups: list[dict[str, Any]],
+    cfg: DictConfig,
+    device: torch.device,
+    muon_class: str = "pytorch_optimizer.Muon",
+    kernels: bool = True,
 ) -> torch.optim.Optimizer:
+    """`muon_class` over the split groups; `kernels`: whether conv kernels count as matrices."""
     if not all(isinstance(g, dict) and "layers" in g for g in groups):
         raise UserError(
-            "optimizer=muon needs named parameter groups (train a model, not loose tensors)"
+            f"optimizer={cfg.name} needs named parameter groups (train a model, not loose tensors)"
         )
     split: list[dict[str, Any]] = []
     for group in groups:
         muon, adamw = ({"params": [], "param_names": [], "layers": []} for _ in range(2))
         members = zip(group["param_names"], group["params"], group["layers"], strict=True)
         for name, param, layer in members:
-            target = muon if uses_muon(param, layer, group["num_layers"]) else adamw
+            target = muon if uses_muon(param, layer, group["num_layers"], kernels) else adamw
             target["params"].append(param)
             target["param_names"].append(name)
             target["layers"].append(layer)
@@ -61,6 +70,12 @@ def build_muon(
     if kwargs.get("lr") == "auto":
         kwargs["lr"] = 0.0  # the run sets every group's LR before each step
     try:
-        return load_object("pytorch_optimizer.Muon")(split, **kwargs)
+        return load_object(muon_class)(split, **kwargs)
     except (ValueError, TypeError) as err:
-        raise UserError(f"optimizer=muon: {err}") from None
+        raise UserError(f"optimizer={cfg.name}: {err}") from None
+
+
+def build_normuon(
+    groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    return build_muon(groups, cfg, device, muon_class="pytorch_optimizer.NorMuon")

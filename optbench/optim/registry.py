@@ -25,12 +25,16 @@ class OptimizerInfo:
     description: str
     backend: str  # dotted path of the class that implements it
     state: str  # optimizer state per parameter element, e.g. "2 x params" for Adam
-    defaults: dict[str, Any] = field(default_factory=dict)  # fixed constructor arguments
+    # Fixed constructor arguments of the backend (a reference gets those its signature names).
+    defaults: dict[str, Any] = field(default_factory=dict)
     fused_on_cuda: bool = False  # the constructor takes fused=True on CUDA
     reference: str | None = None  # dotted path of optbench's from-scratch implementation
     hessian: bool = False  # wants Hessian-diagonal estimates from the trainer (Sophia)
     schedule_free: bool = False  # needs optimizer.train()/.eval() around evaluation
     builder: str | None = None  # dotted path of a function(groups, cfg, device) -> optimizer
+    # Sets its own step size (its lr, 1.0, only multiplies it): the tuning protocol searches no
+    # hyperparameters for it and gives its one run 1.5x the epochs (AlgoPerf's self-tuning track).
+    self_tuning: bool = False
 
 
 _PO = "pytorch_optimizer."
@@ -124,6 +128,67 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "lookahead", "k fast steps of a base optimizer, then a step of the slow weights (Zhang et al. 2019)",
             _PO + "Lookahead", "base + 1 x params",
             builder="optbench.optim.lookahead.build_lookahead",
+        ),
+        OptimizerInfo(
+            "adopt", "Adam normalising by the previous second moment, clipped (Taniguchi et al. 2024)",
+            _PO + "ADOPT", _ADAM_STATE,
+            reference="optbench.optim.reference.adopt.ADOPT",
+        ),
+        OptimizerInfo(
+            "laprop", "momentum of the RMS-normalised gradient, Adam's order swapped (Ziyin et al. 2020)",
+            _PO + "LaProp", _ADAM_STATE,
+        ),
+        OptimizerInfo(
+            "ademamix", "Adam plus a slow second momentum that keeps old gradients (Pagliardini et al. 2024)",
+            _PO + "AdEMAMix", "3 x params",
+        ),
+        OptimizerInfo(
+            "mars", "AdamW on a variance-reduced gradient, MARS-AdamW (Yuan et al. 2024)", _PO + "MARS",
+            "3 x params (moments, last gradient)",
+        ),
+        OptimizerInfo(
+            "adam_mini", "Adam with one second moment per parameter block (Zhang et al. 2024)",
+            _PO + "AdamMini", "1 x params + 1 per tensor",
+            builder="optbench.optim.adam_mini.build_adam_mini",
+        ),
+        OptimizerInfo(
+            "cadamw", "Cautious AdamW: steps only where the update agrees with the gradient (Liang et al. 2024)",
+            _PO + "AdamP", _ADAM_STATE, defaults={"delta": 0.0, "cautious": True},
+            reference="optbench.optim.reference.cautious.CautiousAdamW",
+        ),
+        OptimizerInfo(
+            "clion", "Cautious Lion: Lion's sign step, masked where it disagrees with the gradient (Liang et al. 2024)",
+            _PO + "Lion", "1 x params", defaults={"cautious": True},
+        ),
+        OptimizerInfo(
+            "soap", "Adam in the eigenbasis of Shampoo's preconditioner (Vyas et al. 2024)", _PO + "SOAP",
+            "2 x params + 2 d x d per dimension (2.6 x on ResNet-18)",
+        ),
+        OptimizerInfo(
+            "shampoo", "one preconditioner factor per tensor dimension, L^(-1/2k) (Gupta et al. 2018)",
+            _PO + "Shampoo", "2 d x d per dimension: factor, inverse root (2.2 x on ResNet-18)",
+        ),
+        OptimizerInfo(
+            "kron", "PSGD with Kronecker-factored preconditioners (Li 2018)", _PO + "Kron",
+            "1 x params + a d x d factor per dimension (1.3 x on ResNet-18)",
+        ),
+        OptimizerInfo(
+            "normuon", "Muon with a per-neuron second moment of the orthogonalised update (Li et al. 2025)",
+            _PO + "NorMuon", "1 x matrices + 1 per row, 2 x the rest (1.0 x on ResNet-18)",
+            builder="optbench.optim.muon.build_normuon",
+        ),
+        OptimizerInfo(
+            "torch_muon", "torch's Muon for 2-D hidden matrices, AdamW for the rest (Jordan et al. 2024)",
+            "torch.optim.Muon", "1 x 2-D matrices, 2 x the rest (2.0 x on ResNet-18: its kernels are 4-D)",
+            builder="optbench.optim.torch_muon.build_torch_muon",
+        ),
+        OptimizerInfo(
+            "prodigy", "self-tuning Adam: estimates its own step size d (Mishchenko & Defazio 2024)",
+            _PO + "Prodigy", "4 x params (moments, s, initial weights)", self_tuning=True,
+        ),
+        OptimizerInfo(
+            "dadapt_adam", "self-tuning Adam by D-Adaptation (Defazio & Mishchenko 2023)", _PO + "DAdaptAdam",
+            "3 x params (moments, s)", self_tuning=True,
         ),
     ]
 }  # fmt: skip

@@ -36,6 +36,16 @@ UNSUPPORTED: dict[str, str] = {
     "2-element point it is plain AdamW (use adamw)",
     "muon": "it orthogonalises updates of weight matrices; a 2-element point has none, "
     "so it would be AdamW alone (use adamw)",
+    "normuon": "it orthogonalises updates of weight matrices; a 2-element point has none, "
+    "so it would be AdamW alone (use adamw)",
+    "torch_muon": "it orthogonalises updates of weight matrices; a 2-element point has none, "
+    "so it would be AdamW alone (use adamw)",
+    "adam_mini": "it shares second moments within a model's named parameter blocks; a point "
+    "is not a model",
+    "soap": "it preconditions 1-D tensors only with precondition_1d, so on a 2-element point "
+    "it is plain Adam (use adam)",
+    "mars": "it gives 1-D tensors plain AdamW unless optimize_1d, so on a 2-element point it is "
+    "AdamW (use adamw)",
 }
 
 

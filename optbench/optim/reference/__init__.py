@@ -7,9 +7,11 @@ offers the EMA and velocity conventions of momentum, and RMSprop Nesterov moment
 
 from optbench.optim.reference.adagrad import Adagrad
 from optbench.optim.reference.adam import Adam, AdamW
+from optbench.optim.reference.adopt import ADOPT
+from optbench.optim.reference.cautious import CautiousAdamW
 from optbench.optim.reference.lamb import Lamb
 from optbench.optim.reference.lion import Lion
 from optbench.optim.reference.rmsprop import RMSprop
 from optbench.optim.reference.sgd import SGD
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Lamb", "Lion", "RMSprop"]
+__all__ = ["ADOPT", "SGD", "Adagrad", "Adam", "AdamW", "CautiousAdamW", "Lamb", "Lion", "RMSprop"]
