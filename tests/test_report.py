@@ -24,7 +24,7 @@ from optbench.report.tables import interval_cell
 
 FAST = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "model=mlp",
         "model.hidden=[64]", "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false"]  # fmt: skip
-FIGURES = ["test_acc.png", "train_loss.png", "lr.png", "final_acc.png"]
+FIGURES = ["test_acc.png", "train_loss.png", "lr.png", "final.png"]
 
 
 def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -339,9 +339,9 @@ def test_a_resume_job_is_not_a_run(tmp_path):
     [
         (["missing_dir"], "missing_dir does not exist"),
         (["empty"], "no runs found under empty"),
-        (["empty", "--target", "1.5"], "--target: must be in (0, 1]"),
-        (["empty", "--target", "0"], "--target: must be in (0, 1]"),
-        (["empty", "--target", "high"], "--target: must be a number"),
+        (["empty", "--target", "-1"], "--target: must be a positive number"),
+        (["empty", "--target", "0"], "--target: must be a positive number"),
+        (["empty", "--target", "high"], "--target: must be a positive number"),
         (["empty", "--alpha", "0"], "--alpha: must be in (0, 1)"),
         (["empty", "--alpha", "1"], "--alpha: must be in (0, 1)"),
         (["empty", "--alpha", "low"], "--alpha: must be a number"),
@@ -354,3 +354,11 @@ def test_bad_input_is_one_line_on_stderr_exit_2(tmp_path, args, message):
     assert out.returncode == 2
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "empty" / "report").exists()
+
+
+def test_an_accuracy_target_above_1_is_refused_as_a_percentage(sweep, tmp_path):
+    out = optbench(
+        "report", str(sweep), "--target", "93", "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert out.returncode == 2 and "a fraction in (0, 1], not a %" in out.stderr
+    assert not (tmp_path / "r").exists()

@@ -3,9 +3,12 @@ language-model task against its entropy floor, and exact resume."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import os
 import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -169,3 +172,38 @@ def test_a_gpt_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, 
     whole = checkpoint.load_latest(tmp_path / "whole")[1]["model"]
     cut = checkpoint.load_latest(tmp_path / "cut")[1]["model"]
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    out = subprocess.run(["optbench", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_lr_find_schedule_sweeps_and_the_report_work_on_both_workloads(tmp_path):
+    small_lm = [*MARKOV, "dataset.length=6000", "trainer.epochs=2"]
+    cli(
+        "lr-find",
+        *small_lm,
+        "lr_find.num_iter=15",
+        f"hydra.run.dir={tmp_path / 'find'}",
+        cwd=tmp_path,
+    )
+    assert json.loads((tmp_path / "find" / "lr_find.json").read_text())["suggestions"]
+    vit = ["dataset=synthetic", "dataset.train_size=256", *VIT, "scheduler=warmup_cosine",
+           "param_groups.layer_decay=0.8", "trainer.device=cpu"]  # fmt: skip
+    cli("schedule", *vit, f"hydra.run.dir={tmp_path / 'schedule'}", cwd=tmp_path)
+    header = (tmp_path / "schedule" / "schedule.csv").read_text().splitlines()[0]
+    assert "lr/depth0/decay" in header and "lr/depth4/decay" in header  # per-block groups
+    sweep = tmp_path / "sweep"
+    cli("train", "-m", *small_lm, "optimizer=adamw,lion", "trainer.seed=0,1",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    cli("report", str(sweep), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    with open(tmp_path / "report" / "report.csv") as f:
+        rows = {row["method"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"optimizer=adamw", "optimizer=lion"}
+    for row in rows.values():
+        assert 0 < float(row["final_test_loss_mean"]) < math.log(8) and row["seeds"] == "2"
+    assert (tmp_path / "report" / "test_loss.png").read_bytes().startswith(b"\x89PNG")
+    # Lower is better: the default target is the best loss / 0.95, so some run reaches it.
+    assert any(int(row["reached_target"]) > 0 for row in rows.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.measure import Measurement
@@ -12,7 +13,7 @@ from optbench.errors import ArgumentParser
 from optbench.report.baselines import DEFAULT_ALPHA
 from optbench.report.comparison import Comparison, compare
 from optbench.report.document import (
-    PLOTS,
+    FINAL_PLOT,
     PROFILE_PLOT,
     left_out,
     not_compared,
@@ -21,6 +22,7 @@ from optbench.report.document import (
     target_rule,
     tensorboard_command,
 )
+from optbench.report.document import plots as figures
 from optbench.report.tables import groups_csv, rich_contrast_table, rich_table, runs_csv
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.tracking.console import console
@@ -35,13 +37,13 @@ row per group), runs.csv (one row per run) and PNG figures; with two or more wor
 (dataset + model), performance profiles of time to target too."""
 
 
-def _accuracy(text: str) -> float:
+def _target(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got '{text}'") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1] (a fraction, not %), got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -66,10 +68,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--target",
-        type=_accuracy,
-        metavar="ACC",
-        help=f"test accuracy to time, for every workload (default: {DEFAULT_TARGET_FRACTION:g} x "
-        "the best test accuracy any completed run reached on that workload)",
+        type=_target,
+        metavar="VALUE",
+        help="value of the runs' main metric to time (a test accuracy in (0, 1], a test loss), "
+        f"for every workload (default: {DEFAULT_TARGET_FRACTION:g} x the best value any completed "
+        "run reached on that workload; the best / that, for a loss)",
     )
     p.add_argument(
         "--baseline",
@@ -140,11 +143,16 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
 
     atomic_write_text(out / "report.csv", groups_csv(c.summaries, c.swept, c.against))
     atomic_write_text(out / "runs.csv", runs_csv(c.summaries, c.swept))
-    plots.plot_epoch_curves(c.summaries, "test_acc", "test accuracy (%)", out / "test_acc.png", 100)
+    headline = c.summaries[0].headline
+    words, (_, scale) = headline.metric.replace("_", " "), headline.shown
+    label = words + (" (%)" if headline.percent else "")
+    plots.plot_epoch_curves(
+        c.summaries, headline.metric, label, out / f"{headline.metric}.png", scale
+    )
     plots.plot_epoch_curves(c.summaries, "train_loss", "training loss", out / "train_loss.png")
     plots.plot_lr(c.summaries, out / "lr.png")
-    plots.plot_final_acc(c.summaries, out / "final_acc.png")
-    written = ["report.md", "report.csv", "runs.csv", *PLOTS]
+    plots.plot_final(c.summaries, out / FINAL_PLOT)
+    written = ["report.md", "report.csv", "runs.csv", *figures(headline)]
     if c.times is not None:
         plots.plot_profiles(c.times, c.summaries, out / PROFILE_PLOT)
         written.append(PROFILE_PLOT)

@@ -7,11 +7,18 @@ import statistics
 from dataclasses import dataclass
 
 from optbench.errors import UserError
+from optbench.report.headline import Headline
 from optbench.report.seed_statistics import Welch, hedges_g, seeds_needed, t_interval, welch_test
 from optbench.report.summary import Summary
 
-# The numbers a reader ranks methods by: accuracy at the end and at its best, and speed.
-COMPARED = ("final_test_acc", "best_test_acc", "time_to_target_s")
+TIME_TO_TARGET = "time_to_target_s"
+
+
+def compared(headline: Headline) -> tuple[str, ...]:
+    """The numbers a reader ranks methods by: the main metric at the end and at its best, and speed."""
+    return (headline.final, headline.best, TIME_TO_TARGET)
+
+
 CONFIDENCE = 0.95
 # Stricter than the customary 0.05: a report tests every group on three metrics without a
 # multiple-comparison correction, and modded-nanogpt's record track asks for p < 0.01.
@@ -22,7 +29,7 @@ def seed_values(s: Summary, metric: str) -> tuple[float, ...] | None:
     """The per-seed values of `metric` that intervals and tests use. None for time to target
     when a seed missed the target: a miss has no time, and leaving it out would make the
     group look faster than it is."""
-    if metric == "time_to_target_s" and s.reached < s.attempts:
+    if metric == TIME_TO_TARGET and s.reached < s.attempts:
         return None
     return s.stats[metric].values
 
@@ -108,7 +115,7 @@ def compare_to_baseline(
         contrast(s, baselines[s.group.workload], metric, alpha)
         for s in summaries
         if s.group.workload in baselines and s.group.method != method
-        for metric in COMPARED
+        for metric in compared(s.headline)
     ]
     workloads = dict.fromkeys(s.group.workload for s in summaries)
     unmatched = [w for w in workloads if w not in baselines]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from optbench.errors import UserError
 from optbench.report.baselines import BaselineComparison, compare_to_baseline
 from optbench.report.groups import group_runs, shown_keys, swept_keys
 from optbench.report.profiles import method_times
@@ -34,6 +35,8 @@ def compare(
     swept = swept_keys(runs)
     shown = shown_keys(runs, swept)
     groups = group_runs(runs, swept, shown)
+    if target is not None and target > 1 and any(g.headline.percent for g in groups):
+        raise UserError(f"--target {target:g}: an accuracy target is a fraction in (0, 1], not a %")
     targets = workload_targets(groups, target)
     summaries = [summarize(g, targets[g.workload]) for g in groups]
     times = method_times(summaries) if len(targets) >= 2 else None

@@ -9,6 +9,7 @@ from pathlib import Path
 from optbench.report.baselines import BaselineComparison
 from optbench.report.comparison import Comparison
 from optbench.report.groups import short_key
+from optbench.report.headline import Headline
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.summary import Summary
@@ -16,12 +17,18 @@ from optbench.report.tables import markdown_contrast_table, markdown_table
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.tracking.results import malformed
 
-PLOTS = {
-    "test_acc.png": "Test accuracy per epoch",
-    "train_loss.png": "Training loss per epoch",
-    "lr.png": "Learning rate per step",
-    "final_acc.png": "Final test accuracy",
-}
+
+def plots(headline: Headline) -> dict[str, str]:
+    """The report's figures: file name -> title (the main metric's named after it)."""
+    return {
+        f"{headline.metric}.png": f"{headline.metric.replace('_', ' ').capitalize()} per epoch",
+        "train_loss.png": "Training loss per epoch",
+        "lr.png": "Learning rate per step",
+        FINAL_PLOT: headline.label("final").capitalize(),
+    }
+
+
+FINAL_PLOT = "final.png"
 PROFILE_PLOT = "profile.png"
 
 
@@ -33,7 +40,13 @@ def tensorboard_command(c: Comparison) -> str:
 def target_rule(c: Comparison) -> str:
     if c.explicit_target:
         return "--target"
-    return f"{DEFAULT_TARGET_FRACTION:g} x the best test accuracy any completed run reached on the workload"
+    headline = c.summaries[0].headline if c.summaries else Headline()
+    words = headline.metric.replace("_", " ")
+    if headline.higher_is_better:
+        return f"{DEFAULT_TARGET_FRACTION:g} x the best {words} any completed run reached on the workload"
+    return (
+        f"the best {words} any completed run reached on the workload / {DEFAULT_TARGET_FRACTION:g}"
+    )
 
 
 def target_notes(c: Comparison) -> list[str]:
@@ -147,7 +160,8 @@ def report_markdown(c: Comparison) -> str:
             *(f"- {why}: `{path}`" for why, path in missing),
             "",
         ]
-    parts += ["## Figures\n", *(f"![{title}]({name})\n" for name, title in PLOTS.items())]
+    figures = plots(c.summaries[0].headline if c.summaries else Headline()).items()
+    parts += ["## Figures\n", *(f"![{title}]({name})\n" for name, title in figures)]
     parts.append("## Performance profile\n")
     if c.times is None:
         parts.append(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.config import is_bookkeeping
+from optbench.report.headline import Headline
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 
 SEED_KEY = "trainer.seed"
@@ -48,6 +49,11 @@ class Group:
     runs: list[Run]
     workload: str  # "synthetic/mlp"
     method: str  # "optimizer=sgd, scheduler=cosine"
+
+    @property
+    def headline(self) -> Headline:
+        """The metric the group is ranked by: its runs' (one workload, one task)."""
+        return next((r.headline for r in self.runs if r.results), Headline())
 
     def with_status(self, *statuses: str) -> list[Run]:
         return [r for r in self.runs if r.status in statuses]

@@ -139,14 +139,18 @@ def plot_lr(summaries: list[Summary], path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_final_acc(summaries: list[Summary], path: Path) -> None:
-    """Final test accuracy per group: mean with ± one std error bars, and each seed as a dot."""
+def plot_final(summaries: list[Summary], path: Path) -> None:
+    """The main metric's final value per group: mean with ± one std error bars, and each seed
+    as a dot."""
     styles = method_styles(summaries)
-    fig, axes = _panels(summaries, "final test accuracy: mean ± std over seeds (completed runs)")
+    headline = summaries[0].headline
+    label = headline.label("final")
+    fig, axes = _panels(summaries, f"{label}: mean ± std over seeds (completed runs)")
     positions: dict[str, list[tuple[int, str]]] = {}
+    scale = headline.shown[1]
     for s in summaries:
-        finals = [r.result("final_test_acc") for r in s.group.completed]
-        finals = [100 * a for a in finals if a is not None]
+        finals = [r.result(s.headline.final) for r in s.group.completed]
+        finals = [scale * a for a in finals if a is not None]
         if not finals:
             continue
         ticks = positions.setdefault(s.group.workload, [])
@@ -160,7 +164,7 @@ def plot_final_acc(summaries: list[Summary], path: Path) -> None:
     for workload, ax in axes.items():
         ticks = positions.get(workload, [])
         ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks], fontsize="small")
-        ax.set_ylabel("final test accuracy (%)")
+        ax.set_ylabel(label)
         ax.grid(axis="x", visible=False)
     save_png(fig, path)
 

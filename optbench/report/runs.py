@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optbench.config import flatten
 from optbench.errors import UserError
+from optbench.report.headline import Headline
 from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, malformed
 
 __all__ = ["COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "Run", "load_runs"]
@@ -42,6 +43,12 @@ class Run:
     @property
     def seed(self) -> Any:
         return self.config.get("trainer.seed")
+
+    @property
+    def headline(self) -> Headline:
+        """The run's main metric; a result without one (older runs) is ranked by test accuracy."""
+        results = self.results if isinstance(self.results, dict) else {}
+        return Headline(results.get("metric", "test_acc"), results.get("higher_is_better", True))
 
     def result(self, key: str) -> Any:
         return None if self.results is None else self.results.get(key)

@@ -12,23 +12,33 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from optbench.report.baselines import COMPARED, BaselineComparison, Contrast, interval, seed_values
+from optbench.report.baselines import (
+    TIME_TO_TARGET,
+    BaselineComparison,
+    Contrast,
+    compared,
+    interval,
+    seed_values,
+)
 from optbench.report.groups import Stat, short_key, show_value
+from optbench.report.headline import Headline
 from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
-from optbench.report.summary import RESULT_METRICS, Summary
+from optbench.report.summary import Summary, result_metrics
 from optbench.report.targets import time_to_target
 
-STAT_COLUMNS = (*RESULT_METRICS, "time_to_target_s", "epochs_to_target")
-# How each compared metric is shown: label, format, scale (accuracies in %).
-SHOWN_AS = {
-    "final_test_acc": ("final test acc %", ".2f", 100),
-    "best_test_acc": ("best test acc %", ".2f", 100),
-    "time_to_target_s": ("train s to target", ".2f", 1),
-}
-RUN_FIELDS = (
-    "final_test_acc", "best_test_acc", "wall_time_s", "train_time_s", "images_per_s", "peak_memory_mb",
-)  # fmt: skip
+RUN_COSTS = ("wall_time_s", "train_time_s", "images_per_s", "peak_memory_mb")
+
+
+def stat_columns(headline: Headline) -> tuple[str, ...]:
+    return (*result_metrics(headline), TIME_TO_TARGET, "epochs_to_target")
+
+
+def shown_as(metric: str, headline: Headline) -> tuple[str, str, float]:
+    """How a compared metric is shown: label, format, scale (accuracies in %)."""
+    if metric == TIME_TO_TARGET:
+        return "train s to target", ".2f", 1.0
+    return headline.label(metric.partition("_")[0]), *headline.shown
 
 
 def plus_minus(s: Stat, spec: str, scale: float = 1.0) -> str:
@@ -41,7 +51,7 @@ def plus_minus(s: Stat, spec: str, scale: float = 1.0) -> str:
 def interval_cell(s: Summary, metric: str) -> str:
     """`[low, high]`; `1 seed` where there is no spread to build one from; `N missed` for a
     time to target some seeds never reached (see baselines.seed_values)."""
-    _, spec, scale = SHOWN_AS[metric]
+    _, spec, scale = shown_as(metric, s.headline)
     values = seed_values(s, metric)
     if values is None:
         return f"{s.attempts - s.reached} missed" if s.target is not None else "-"
@@ -59,8 +69,10 @@ class Column:
     justify: str = "right"
 
 
-def columns(shown: list[str]) -> list[Column]:
-    """The table's columns: the swept settings, then runs, accuracy, speed and cost."""
+def columns(shown: list[str], headline: Headline) -> list[Column]:
+    """The table's columns: the swept settings, then runs, the main metric, speed and cost."""
+    spec, scale = headline.shown
+    words = headline.metric.replace("_", " ") + (" %" if headline.percent else "")
 
     def stat_column(header: str, key: str, spec: str, scale: float = 1.0) -> Column:
         return Column(header, lambda s: plus_minus(s.stats[key], spec, scale))
@@ -75,10 +87,10 @@ def columns(shown: list[str]) -> list[Column]:
         *(setting(k) for k in shown),
         Column("runs\nok", lambda s: f"{len(s.group.completed)}/{len(s.group.runs)}"),
         Column("seeds", lambda s: str(len({r.seed for r in s.group.completed}))),
-        stat_column("final test\nacc %", "final_test_acc", ".2f", 100),
-        ci_column("final", "final_test_acc"),
-        stat_column("best test\nacc %", "best_test_acc", ".2f", 100),
-        ci_column("best", "best_test_acc"),
+        stat_column(f"final\n{words}", headline.final, spec, scale),
+        ci_column("final", headline.final),
+        stat_column(f"best\n{words}", headline.best, spec, scale),
+        ci_column("best", headline.best),
         Column("reached\ntarget", lambda s: f"{s.reached}/{s.attempts}"),
         stat_column("train s\nto target", "time_to_target_s", ".2f"),
         ci_column("to target", "time_to_target_s"),
@@ -96,7 +108,7 @@ def columns(shown: list[str]) -> list[Column]:
 
 def table_cells(summaries: list[Summary], shown: list[str]) -> tuple[list[Column], list[list[str]]]:
     """Columns and rows, leaving out columns with no value in any row (peak MB on CPU)."""
-    cols = columns(shown)
+    cols = columns(shown, summaries[0].headline if summaries else Headline())
     rows = [[c.cell(s) for c in cols] for s in summaries]
     keep = [
         i for i in range(len(cols)) if i < len(shown) or any(r[i] not in ("-", "") for r in rows)
@@ -108,7 +120,7 @@ def contrast_columns(against: BaselineComparison) -> list[Column]:
     """The baseline table's columns: which group and metric, then the difference and its test."""
 
     def difference(c: Contrast) -> str:
-        _, spec, scale = SHOWN_AS[c.metric]
+        _, spec, scale = shown_as(c.metric, c.group.headline)
         return "-" if c.difference is None else format(c.difference * scale, "+" + spec)
 
     def p(c: Contrast) -> str:
@@ -121,7 +133,7 @@ def contrast_columns(against: BaselineComparison) -> list[Column]:
 
     cols = [
         Column("group", lambda c: c.group.group.method, "left"),
-        Column("metric", lambda c: SHOWN_AS[c.metric][0], "left"),
+        Column("metric", lambda c: shown_as(c.metric, c.group.headline)[0], "left"),
         Column("difference\nvs baseline", difference),
         Column("p\n(Welch)", p),
         Column("Hedges'\ng", lambda c: "-" if c.hedges_g is None else f"{c.hedges_g:+.2f}"),
@@ -219,17 +231,17 @@ def groups_csv(summaries: list[Summary], swept: list[str], against: BaselineComp
             "reached_target": s.reached,
             "target_attempts": s.attempts,
         }
-        for key in STAT_COLUMNS:
+        for key in stat_columns(s.headline):
             st = s.stats[key]
             row |= {f"{key}_mean": st.mean, f"{key}_std": st.std, f"{key}_n": st.n}
-        for key in COMPARED:
+        for key in compared(s.headline):
             low, high = interval(s, key) or (None, None)
             row |= {f"{key}_ci95_low": low, f"{key}_ci95_high": high}
         row |= {
             "baseline": against.method if g.workload in baselines else None,
             "alpha": against.alpha,
         }
-        for key in COMPARED:
+        for key in compared(s.headline):
             row |= contrast_fields(contrasts.get((g.workload, g.method, key)), key, against)
         rows.append(row)
     return _csv_text(rows)
@@ -263,7 +275,8 @@ def runs_csv(summaries: list[Summary], swept: list[str]) -> str:
                 "method": s.group.method,
             }
             row |= {k: s.group.values[k] for k in swept}
-            row |= {"seed": run.seed} | {k: run.result(k) for k in RUN_FIELDS}
+            fields = (s.headline.final, s.headline.best, *RUN_COSTS)
+            row |= {"seed": run.seed} | {k: run.result(k) for k in fields}
             row |= {
                 "target": s.target,
                 "time_to_target_s": hit.train_time_s if hit else None,

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optbench.report.groups import Group
+from optbench.report.headline import Headline
 from optbench.report.runs import COMPLETED, DIVERGED, Run
 
-# Without --target, each workload's target is this fraction of the best test accuracy any
-# completed run reached on it: reachable by construction, and strict enough to rank speed.
+# Without --target, each workload's target is this fraction of the best value of its main metric
+# any completed run reached on it (the best loss / this fraction, for a loss): reachable by
+# construction, and strict enough to rank speed.
 DEFAULT_TARGET_FRACTION = 0.95
 # Runs that either reach the target or miss it; failed, unfinished and interrupted runs
 # never got the chance and are left out of the count.
@@ -29,24 +31,41 @@ def time_to_target(run: Run, target: float | None) -> Hit | None:
     """When `run` first reached `target`; None for a miss. A diverged run is a miss."""
     if target is None or run.status != COMPLETED:
         return None
+    headline = run.headline
     for record in run.metrics:
-        acc = record.get("test_acc")
-        if acc is not None and acc >= target:
+        value = record.get(headline.metric)
+        if value is not None and headline.reaches(value, target):
             return Hit(record["epoch"], record["train_time_s"])
     return None
 
 
-def best_test_acc(run: Run) -> float | None:
-    accs = [r["test_acc"] for r in run.metrics if r.get("test_acc") is not None]
-    return max(accs, default=None)
+def best_value(run: Run) -> float | None:
+    """The best value of the run's main metric over its evaluated epochs."""
+    metric = run.headline.metric
+    return run.headline.best_of([r[metric] for r in run.metrics if r.get(metric) is not None])
 
 
 def workload_targets(groups: list[Group], target: float | None) -> dict[str, float | None]:
     """Each workload's target: `target` for all, or the default; None if nothing completed."""
     best: dict[str, list[float]] = {}
+    headlines: dict[str, Headline] = {}
     for group in groups:
-        accs = best.setdefault(group.workload, [])
-        accs += [a for r in group.completed if (a := best_test_acc(r)) is not None]
+        values = best.setdefault(group.workload, [])
+        values += [v for r in group.completed if (v := best_value(r)) is not None]
+        headlines.setdefault(group.workload, group.headline)
     if target is not None:
         return dict.fromkeys(best, target)
-    return {w: DEFAULT_TARGET_FRACTION * max(accs) if accs else None for w, accs in best.items()}
+    return {w: default_target(headlines[w], values) for w, values in best.items()}
+
+
+def default_target(headline: Headline, values: list[float]) -> float | None:
+    """The fraction of the best value (an accuracy), or the best value over the fraction (a
+    loss: that much worse); None if nothing completed."""
+    best = headline.best_of(values)
+    if best is None:
+        return None
+    return (
+        best * DEFAULT_TARGET_FRACTION
+        if headline.higher_is_better
+        else best / DEFAULT_TARGET_FRACTION
+    )

@@ -9,7 +9,10 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "train_time_s", "images_per_s")
+from optbench.tracking.results import best_key, final_key
+
+# Besides the final and best value of the run's main metric (results["metric"]).
+COSTS = ("final_train_loss", "train_time_s", "images_per_s")
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -35,7 +38,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 def write_hparams(writer: SummaryWriter, cfg: DictConfig, results: dict[str, Any]) -> None:
     metrics = {
         f"hparams/{key}": float(results[key])
-        for key in METRICS
+        for key in (final_key(results["metric"]), best_key(results["metric"]), *COSTS)
         if isinstance(results.get(key), int | float) and math.isfinite(results[key])
     }
     experiment, start, end = hparams(run_hparams(cfg), metrics)
