@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,25 @@ def test_a_job_refused_at_its_start_leaves_no_folder_but_keeps_real_outputs(tmp_
     (kept / "lr_find").rmdir()
     remove_refused_job_dir(kept, root)
     assert root.is_dir() and not any(root.iterdir())  # empty date folders go, the root stays
+
+
+def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    slow = [*FAST, "dataset.train_size=4096", "trainer.batch_size=8", "trainer.epochs=3",
+            "trainer.progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    first = subprocess.Popen(["optbench", "train", *slow], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "run.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = optbench("train", *slow, cwd=tmp_path)
+        assert second.returncode == 2
+        assert "is in use by pid" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.terminate()
+        first.wait(timeout=120)
+    records = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line] if (
+        run_dir / "metrics.jsonl").exists() else []  # fmt: skip
+    epochs = [json.loads(r)["epoch"] for r in records]
+    assert epochs == sorted(set(epochs))  # one writer: no epoch twice

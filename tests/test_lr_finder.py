@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from optbench.errors import UserError
 from optbench.lr_finder.finder import find_lr
+from optbench.lr_finder.outputs import plot
 from optbench.lr_finder.range_test import (
     DIVERGED,
     END_OF_RANGE,
@@ -23,7 +24,7 @@ from optbench.lr_finder.range_test import (
     RangeTestSettings,
     run_range_test,
 )
-from optbench.lr_finder.suggestions import RULES, suggest
+from optbench.lr_finder.suggestions import RULES, suggest, usable_points
 from optbench.run import build_run
 from optbench.run.step import NonFiniteStep, TrainStep
 from optbench.train import checkpoint
@@ -71,10 +72,20 @@ def test_least_squares_divergence_is_found_near_two_over_lambda_max(seed):
         assert suggestions[rule].lr < critical, rule
 
 
+def no_spike(x: float) -> float:
+    return 0.0
+
+
 def synthetic_curve(
-    seed: int, noise: float = 0.05, flat: bool = False, offset: float = 0.0, settings=DEFAULTS
+    seed: int,
+    noise: float = 0.05,
+    flat: bool = False,
+    offset: float = 0.0,
+    settings=DEFAULTS,
+    spike=no_spike,
 ):
-    """A loss that falls fastest at lr 1e-3 (a sigmoid in log10 lr) and explodes past 0.1."""
+    """A loss that falls fastest at lr 1e-3 (a sigmoid in log10 lr) and explodes past 0.1,
+    plus `spike(log10 lr)`."""
     rng = np.random.default_rng(seed)
     lr_now = {}
 
@@ -85,7 +96,7 @@ def synthetic_curve(
             if flat
             else 2.0 - 1.5 / (1 + math.exp(-(x + 3) / 0.35)) + max(0.0, math.exp(4 * (x + 1)) - 1)
         )
-        return loss * (1 + noise * rng.standard_normal()) + offset
+        return (loss + spike(x)) * (1 + noise * rng.standard_normal()) + offset
 
     curve = run_range_test(take_step, lambda lr: lr_now.update(lr=lr), settings)
     return curve, suggest(curve, settings.smoothing)
@@ -108,6 +119,56 @@ def test_offset_and_negative_losses_give_the_same_answers():
     assert shifted.diverged_at == plain.diverged_at
     for rule in RULES:
         assert shifted_suggestions[rule].lr == pytest.approx(plain_suggestions[rule].lr, rel=1e-6)
+
+
+def spike_then_partial_recovery(x: float) -> float:
+    """Right after the bottom (0.5) a spike to 5.5, then back to only 2.2, above the start."""
+    return 5.0 if -1.65 <= x < -1.45 else 1.7 if x >= -1.45 else 0.0
+
+
+def spike_then_full_recovery(x: float) -> float:
+    return 5.0 if -1.75 <= x < -1.6 else 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_spike_that_never_comes_back_down_is_where_the_divergence_begins(seed):
+    curve, suggestions = synthetic_curve(seed, spike=spike_then_partial_recovery)
+    spike_starts = next(i for i, lr in enumerate(curve.lrs) if math.log10(lr) >= -1.65)
+    assert curve.stop_reason == DIVERGED and curve.lrs[-1] > 0.1  # it stops long after the spike
+    # The onset is at the bottom just before the spike (noise there may move it a few points).
+    assert spike_starts - 4 <= curve.diverged_at < spike_starts
+    assert 1e-3 / 1.25 <= suggestions["steepest"].lr <= 1e-3 * 1.25  # the known steepest point
+    assert all(s.lr < curve.diverged_lr for s in suggestions.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_spike_the_loss_recovers_from_moves_neither_onset_nor_suggestions(seed):
+    plain, plain_suggestions = synthetic_curve(seed)
+    spiky, spiky_suggestions = synthetic_curve(seed, spike=spike_then_full_recovery)
+    assert abs(spiky.diverged_at - plain.diverged_at) <= 1
+    assert 1e-3 / 1.25 <= spiky_suggestions["steepest"].lr <= 1e-3 * 1.25
+    for rule in RULES:
+        assert spiky_suggestions[rule].lr == pytest.approx(plain_suggestions[rule].lr, rel=0.5)
+
+
+@pytest.mark.parametrize("batch_size", [64, 128])
+def test_a_real_curve_with_a_spike_before_divergence_gets_the_steepest_fall(batch_size):
+    """Momentum SGD on the MLP: the raw loss falls 2.31 -> 1.9 by lr 0.2, then spikes to 6-9
+    at lr 0.29-0.42 and partly recovers before the test stops; torch-lr-finder suggests
+    0.167 on this setup."""
+    cfg = compose_config(
+        "dataset=synthetic", "model=mlp", "optimizer=momentum", f"trainer.batch_size={batch_size}",
+        "trainer.device=cpu", "trainer.progress=false",
+    )  # fmt: skip
+    result = find_lr(build_run(cfg), cfg.lr_find)
+    curve, losses = result.curve, np.array(result.curve.losses)
+    assert curve.stop_reason == DIVERGED and losses.max() > 3 * losses[0]  # the spike
+    usable = losses[: usable_points(curve)]
+    assert usable.min() == losses.min() and usable.max() < 1.05 * losses[0]  # no spike in it
+    assert 0.167 / 1.5 <= result.suggestions["steepest"].lr <= 0.167 * 1.5
+    assert all(s.lr is not None and s.lr < curve.diverged_lr for s in result.suggestions.values())
+    low, high = plot(result, "spiky").axes[0].get_ylim()
+    assert low < usable.min() and high > usable.max()  # the whole raw curve up to the climb
 
 
 def test_a_flat_curve_gets_no_suggestion_and_a_reason():

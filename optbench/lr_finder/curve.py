@@ -46,6 +46,21 @@ def zero_lag_smooth(values: np.ndarray, beta: float) -> np.ndarray:
     return smooth(forward[::-1], beta)[::-1]
 
 
+def running_median(values: np.ndarray, width: int) -> np.ndarray:
+    """The median of each value's window of `width` points (narrower at the ends)."""
+    half = width // 2
+    return np.array(
+        [np.median(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
+    )
+
+
+def robust_trend(values: np.ndarray, beta: float) -> np.ndarray:
+    """The zero-lag smoothed running median of 5: a spike of one or two points that the
+    loss recovers from is dropped instead of spread over its neighbours, where it would
+    fake a fall as steep as the spike is tall."""
+    return zero_lag_smooth(running_median(values, 5), beta)
+
+
 def divergence_ratio(loss: float, best: float, initial: float, noise: float = 0.0) -> float:
     """How far `loss` has climbed above the best, in units of the drop from the initial loss.
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from optbench.lr_finder.finder import FinderResult
-from optbench.lr_finder.suggestions import RULES, trend
+from optbench.lr_finder.suggestions import RULES, trend, usable_points
 from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 
@@ -87,7 +87,7 @@ def plot(result: FinderResult, title: str):
         smoothed_trend,
         color="tab:blue",
         lw=2,
-        label="smoothed (zero-lag)",
+        label="trend (median of 5, zero-lag)",
     )
     for rule, suggestion in result.suggestions.items():
         if suggestion.lr is not None:
@@ -107,8 +107,11 @@ def plot(result: FinderResult, title: str):
             lw=1,
             label=f"divergence: {curve.diverged_lr:.2g}",
         )
-    # Scale the y axis to the curve before it diverged: the explosion would flatten the rest.
-    before = [v for v in smoothed_trend if math.isfinite(v)]
+    # Scale the y axis to every loss up to where the divergence climbs from, raw ones too:
+    # the raw loss dips below its trend, and the explosion after would flatten the rest.
+    usable = usable_points(curve)
+    band = [v for side in result.band or () for v in side[:usable]]
+    before = [v for v in (*curve.losses[:usable], *smoothed_trend, *band) if math.isfinite(v)]
     if before:
         low, high = min(before), max(before)
         ax.set_ylim(low - 0.1 * (high - low) - 1e-12, high + 0.3 * (high - low) + 1e-12)

@@ -25,6 +25,9 @@ NOISE_POINTS = 5
 END_OF_RANGE = "reached end_lr"
 DIVERGED = "diverged"
 NON_FINITE = "non-finite loss"
+# A raw loss within half the drop (or the start's jitter, if larger) of the lowest one is
+# still at the bottom of the curve, not climbing out of it.
+NEAR_BOTTOM = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Curve:
     losses: list[float] = field(default_factory=list)  # raw, one per LR point
     smoothed: list[float] = field(default_factory=list)  # the debiased EMA, as the test saw it
     stop_reason: str = END_OF_RANGE
-    diverged_at: int | None = None  # index of the point where the divergence began
+    diverged_at: int | None = None  # index of the point the divergence climbs from
 
     @property
     def diverged_lr(self) -> float | None:
@@ -115,32 +118,30 @@ def run_range_test(
             curve.stop_reason = DIVERGED
             break
     if curve.stop_reason != END_OF_RANGE:
-        curve.diverged_at = _divergence_onset(curve, settings)
+        curve.diverged_at = _divergence_onset(curve, noise)
     return curve
 
 
-def _divergence_onset(curve: Curve, settings: RangeTestSettings) -> int:
-    """Where the climb began, read off the raw losses: the EMA lags by several points.
+def _divergence_onset(curve: Curve, noise: float) -> int:
+    """The point the climb that stopped the test starts from, read off the raw losses (the
+    EMA lags by several points).
 
-    The earlier of two starts of the climb that ends where the test stopped: the unbroken
-    run of raw losses each above the one before (in a deterministic problem this reaches
-    back to where the instability set in, long before it shows in the loss's size), and
-    the unbroken run of raw losses above the divergence threshold.
+    The climb is the first one out of the curve's bottom that never comes back to it: a
+    spike that partly recovers before the test stops is part of it (left in the usable
+    stretch, it would lift the trend the rules read), a spike that falls back to the bottom
+    is not. It is followed back along its unbroken rise, so in a deterministic problem the
+    onset is the minimum itself.
     """
-    losses, last = curve.losses, len(curve.losses) - 1
-    rising = last
-    while rising > 0 and (not math.isfinite(losses[rising]) or losses[rising - 1] < losses[rising]):
-        rising -= 1
-    initial = next((s for s in curve.smoothed if math.isfinite(s)), None)
-    if initial is None:
+    losses = np.array(curve.losses, dtype=float)
+    if not np.isfinite(losses[0]):
         return 0
-    above = last + 1
-    for j in range(last, 0, -1):
-        best = min(s for s in curve.smoothed[: j + 1] if math.isfinite(s))
-        if (
-            math.isfinite(losses[j])
-            and divergence_ratio(losses[j], best, initial) <= settings.diverge_factor
-        ):
-            break
-        above = j
-    return min(rising, above, last)
+    losses[~np.isfinite(losses)] = np.inf  # a non-finite loss is as far from the bottom as any
+    lowest = int(np.argmin(losses))
+    onset = max(
+        i
+        for i in range(lowest, len(losses))
+        if divergence_ratio(losses[i], losses[lowest], losses[0], noise) <= NEAR_BOTTOM
+    )
+    while onset > lowest and losses[onset - 1] < losses[onset]:
+        onset -= 1
+    return onset

@@ -1,8 +1,9 @@
 """Named rules that turn a range-test curve into a suggested LR, or say why they cannot.
 
-All rules read the zero-lag smoothed loss as a function of log10(lr), before the point
-where the divergence began, and search only the stretch where the loss falls (from where a
-quarter of its drop is done to its minimum), so noise on a flat start cannot move them:
+All rules read the loss's trend (a running median, smoothed without lag) as a function of
+log10(lr), up to the point the divergence climbs from, and search only the stretch where the
+loss falls (from where a quarter of its drop is done to its minimum), so noise on a flat
+start cannot move them:
 - steepest: where the loss falls fastest per decade of LR;
 - valley: fastai's rule, the middle of the longest decreasing run of the loss;
 - min/10: a tenth of the LR at the lowest loss;
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optbench.lr_finder.curve import zero_lag_smooth
+from optbench.lr_finder.curve import robust_trend
 from optbench.lr_finder.range_test import Curve
 
 RULES = ("steepest", "valley", "min/10", "cycle")
@@ -42,8 +43,11 @@ class Suggestion:
 
 
 def usable_points(curve: Curve) -> int:
-    """Points before the divergence began (all of them if the test reached end_lr)."""
-    return curve.diverged_at if curve.diverged_at is not None else len(curve.losses)
+    """Points up to and including the one the divergence climbs from, the bottom of the
+    curve (all of them if the test reached end_lr)."""
+    if curve.diverged_at is None:
+        return len(curve.losses)
+    return min(curve.diverged_at + 1, len(curve.losses))
 
 
 def _problem(
@@ -69,9 +73,10 @@ def _problem(
 
 
 def trend(curve: Curve, smoothing: float) -> np.ndarray:
-    """The zero-lag smoothed loss before the divergence began: what every rule reads."""
+    """The robust trend of the loss up to where the divergence climbs from: what every rule
+    reads."""
     losses = np.array(curve.losses[: usable_points(curve)], dtype=float)
-    return zero_lag_smooth(losses, smoothing) if len(losses) else losses
+    return robust_trend(losses, smoothing) if len(losses) else losses
 
 
 def suggest(curve: Curve, smoothing: float) -> dict[str, Suggestion]:

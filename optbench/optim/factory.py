@@ -19,6 +19,15 @@ from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, load_object, opti
 SELECTION_KEYS = ("name", "impl")
 # Keys of `optimizer=lookahead` that configure the wrapper itself; the rest go to the base.
 LOOKAHEAD_KEYS = ("name", "impl", "base", "k", "alpha")
+# The keys each builder takes for itself, by dotted path, loaded lazily like the builders.
+# A builder that takes `base` wraps that optimizer, which gets (and checks) the other keys;
+# any other builder passes them to its `backend` class.
+BUILDER_KEYS = {
+    "optbench.optim.muon.build_muon": "optbench.optim.muon.ADAMW_KEYS",
+    "optbench.optim.muon.build_normuon": "optbench.optim.muon.ADAMW_KEYS",
+    "optbench.optim.torch_muon.build_torch_muon": "optbench.optim.muon.ADAMW_KEYS",
+    "optbench.optim.lookahead.build_lookahead": "optbench.optim.factory.LOOKAHEAD_KEYS",
+}
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -60,6 +69,60 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
         betas = hparams["betas"]
         if not (isinstance(betas, tuple) and all(is_number(b) and 0 <= b < 1 for b in betas)):
             fail("betas", "a list of numbers in [0, 1)")
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The explicit keyword parameters of `cls` and their defaults (`inspect.Parameter.empty`
+    where none): pytorch-optimizer's classes also take **kwargs, which would swallow a typo."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if name != "params" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def accepted_keys(info: OptimizerInfo, impl: str, base: str | None = None) -> dict[str, Any]:
+    """Every key optimizer `info` takes, with the default of the parameter it sets: the
+    constructor's, plus a builder's own keys (default `inspect.Parameter.empty`)."""
+    if info.builder is None or impl != "library":
+        return constructor_defaults(optimizer_class(info, impl))
+    own = BUILDER_KEYS.get(info.builder)
+    own_keys = {
+        key: inspect.Parameter.empty
+        for key in (load_object(own) if own else ())
+        if key not in SELECTION_KEYS
+    }
+    if "base" in own_keys:
+        return own_keys | accepted_keys(optimizer_info(base), impl)
+    return own_keys | constructor_defaults(load_object(info.backend))
+
+
+def check_keys(info: OptimizerInfo, impl: str, hparams: dict[str, Any]) -> None:
+    """Raise a one-line UserError for a key the optimizer does not take, or betas of another
+    length than its constructor's default (torch fails on them with an IndexError, or not
+    at all)."""
+    accepted = accepted_keys(info, impl, hparams.get("base"))
+    # The registry's fixed arguments are the backend's to take (AdamP's `cautious` is read
+    # from its **kwargs).
+    unknown = sorted(hparams.keys() - accepted.keys() - info.defaults.keys())
+    if unknown:
+        raise UserError(
+            f"optimizer={info.name}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(accepted))}"
+        )
+    for key, value in hparams.items():
+        default = accepted.get(key)
+        betas = key == "betas" or key.endswith("_betas")
+        if (
+            betas
+            and isinstance(default, tuple)
+            and not (isinstance(value, tuple) and len(value) == len(default))
+        ):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise UserError(
+                f"optimizer={info.name}: {key} must be a list of {len(default)} numbers, "
+                f"got {shown!r}"
+            )
 
 
 def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimizer]:
@@ -139,12 +202,13 @@ def optimizer_from_groups(
     info = optimizer_info(cfg.name)
     hparams = {**info.defaults, **hyperparameters(cfg)}
     validate_hyperparameters(info.name, hparams)
+    impl = cfg.get("impl", "library")
+    check_keys(info, impl, hparams)
     if hparams.get("lr") == "auto":
         hparams["lr"] = 0.0
     for group in groups:
         if isinstance(group, dict):
             group["lr"] = group.get("base_lr", hparams["lr"]) * group.setdefault("lr_scale", 1.0)
-    impl = cfg.get("impl", "library")
     if info.builder is not None and impl == "library":
         return load_object(info.builder)(groups, cfg, device)
     cls = optimizer_class(info, impl)

@@ -38,6 +38,7 @@ from optbench.tracking.training_log import EpochTotals, TrainingLog
 from optbench.train import checkpoint
 from optbench.train.interrupts import StopSignals
 from optbench.train.resume import check_resumable, find_resume, with_saved_lrs
+from optbench.train.run_lock import RunDirLock
 
 log = logging.getLogger("optbench")
 
@@ -87,14 +88,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Results:
     run = build_run(cfg)
     if resume is not None:
         check_resumable(run.cfg, resume[1], run_dir)
-    lr_finder = _find_auto_lr(run, run_dir) if run.base_lr is None else None
-    training = Training.start(run, run_dir, lr_finder, resume)
-    with (
-        StopSignals() as stop,
-        ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress) as bar,
-    ):
-        status, diagnosis = _train_epochs(training, stop, bar)
-    results = training.finish(status, diagnosis, time.perf_counter() - wall_start)
+    with RunDirLock(run_dir):  # one process per run directory
+        lr_finder = _find_auto_lr(run, run_dir) if run.base_lr is None else None
+        training = Training.start(run, run_dir, lr_finder, resume)
+        bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress)
+        with StopSignals() as stop, bar:
+            status, diagnosis = _train_epochs(training, stop, bar)
+        results = training.finish(status, diagnosis, time.perf_counter() - wall_start)
     if status == INTERRUPTED:
         log.warning(
             "interrupted at step %d; continue with trainer.resume=%s", training.state.step, run_dir
