@@ -5,6 +5,18 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+from omegaconf import DictConfig
+
+from optbench.checks import is_number
+from optbench.errors import UserError
+
+
+def label_smoothing(cfg: DictConfig) -> float:
+    """`trainer.label_smoothing`, checked: a share of the target mass spread over the classes."""
+    value = cfg.trainer.label_smoothing
+    if not (is_number(value) and 0 <= value < 1):
+        raise UserError(f"trainer.label_smoothing must be in [0, 1), got {value!r}")
+    return float(value)
 
 
 class Task(Protocol):

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from optbench.checks import is_number
-from optbench.errors import UserError
+from optbench.tasks.base import label_smoothing
 
 
 @dataclass(frozen=True)
@@ -21,10 +20,7 @@ class Classification:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Classification:
-        smoothing = cfg.trainer.label_smoothing
-        if not (is_number(smoothing) and 0 <= smoothing < 1):
-            raise UserError(f"trainer.label_smoothing must be in [0, 1), got {smoothing!r}")
-        return cls(float(smoothing))
+        return cls(label_smoothing(cfg))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), targets, label_smoothing=self.label_smoothing)
