@@ -362,3 +362,13 @@ def test_an_accuracy_target_above_1_is_refused_as_a_percentage(sweep, tmp_path):
     )
     assert out.returncode == 2 and "a fraction in (0, 1], not a %" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_malformed_results_file_is_flagged_and_never_averaged(sweep, tmp_path):
+    copy = copy_of(sweep, tmp_path / "sweep")
+    (run_dir(copy, "sgd", "cosine", 0) / "results.json").write_text('{"status": "completed"}')
+    out = optbench("report", str(copy), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "malformed results.json (completed without a number for final_test_acc)" in out.stdout
+    rows = {(r["optimizer.name"], r["scheduler.name"]): r for r in read_csv(tmp_path / "out" / "report.csv")}  # fmt: skip
+    assert (rows["sgd", "cosine"]["completed"], rows["sgd", "cosine"]["malformed"]) == ("1", "1")

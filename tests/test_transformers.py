@@ -193,6 +193,15 @@ def test_lr_find_schedule_sweeps_and_the_report_work_on_both_workloads(tmp_path)
     vit = ["dataset=synthetic", "dataset.train_size=256", *VIT, "scheduler=warmup_cosine",
            "param_groups.layer_decay=0.8", "trainer.device=cpu"]  # fmt: skip
     cli("schedule", *vit, f"hydra.run.dir={tmp_path / 'schedule'}", cwd=tmp_path)
+    cli("schedule", *small_lm, f"hydra.run.dir={tmp_path / 'lm_schedule'}", cwd=tmp_path)
+    cli(
+        "lr-find",
+        *vit,
+        "lr_find.num_iter=10",
+        f"hydra.run.dir={tmp_path / 'vit_find'}",
+        cwd=tmp_path,
+    )
+    assert (tmp_path / "vit_find" / "lr_find.png").is_file()
     header = (tmp_path / "schedule" / "schedule.csv").read_text().splitlines()[0]
     assert "lr/depth0/decay" in header and "lr/depth4/decay" in header  # per-block groups
     sweep = tmp_path / "sweep"
