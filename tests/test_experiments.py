@@ -39,6 +39,7 @@ PRESETS = {  # name -> jobs its declared sweep runs
     "recipes/adamw_warmup_cosine": 3,
     "recipes/gan_adam_betas": 3,
     "vit_optimizers": 18,
+    "airbench94": 1,
     "lm_optimizers": 21,
     "lr_wd_search": 1,  # Optuna chooses the trials: the preflight checks the base config
 }

@@ -65,6 +65,14 @@ class DeviceBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def first_images(self, n: int) -> torch.Tensor:
+        """The split's first `n` images, normalised, without augmentation."""
+        images = self.images[:n]
+        if self.crop_padding:
+            p = self.crop_padding
+            images = images[..., p:-p, p:-p]
+        return (images.float() - self.mean) / self.std
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, beginning at batch index `start_batch`."""
         n = len(self.labels)
@@ -73,7 +81,11 @@ class DeviceBatches:
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         span = 2 * self.crop_padding + 1
         shifts = torch.randint(span, (n, 2), generator=g) if self.crop_padding else None
-        flips = torch.rand(n, generator=g) < 0.5 if self.flip else None
+        flips = torch.rand(n, generator=g) < 0.5 if self.flip is True else None
+        if self.flip == "alternate":
+            # airbench's alternating flip: each image's own coin, inverted every other epoch.
+            coins = torch.rand(n, generator=torch.Generator().manual_seed(self.seed)) < 0.5
+            flips = (coins ^ bool(epoch % 2))[order]
         order = order.to(device, non_blocking=True)
         shifts = shifts.to(device, non_blocking=True) if shifts is not None else None
         flips = flips.to(device, non_blocking=True) if flips is not None else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from optbench.data import text
 from optbench.data.batches import DeviceBatches
@@ -212,6 +212,9 @@ def _source(cfg: DictConfig) -> DatasetSource:
 def dataset_info(cfg: DictConfig) -> DatasetInfo:
     """Shape and sizes of the dataset `cfg` selects (after `train_subset`), without loading it."""
     info = _source(cfg).info(cfg)
+    flip = OmegaConf.select(cfg, "augment.flip", default=False)
+    if flip not in (True, False, "alternate"):
+        raise UserError(f"dataset.augment.flip must be true, false or alternate, got {flip!r}")
     subset = cfg.get("train_subset")
     if subset is not None:
         if subset < 1:

@@ -16,6 +16,7 @@ from torch import nn
 from optbench.checks import require_int
 from optbench.data import DatasetInfo
 from optbench.errors import UserError
+from optbench.models.airbench import Airbench94
 from optbench.models.fastcnn import FastCNN
 from optbench.models.gpt import GPT
 from optbench.models.mlp import MLP
@@ -54,6 +55,12 @@ MODELS: dict[str, ModelEntry] = {
     "fastcnn": ModelEntry(
         "airbench94-style 8-layer CNN (2x2 stem, three conv groups, scaled linear head)",
         lambda cfg, info: FastCNN(
+            info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
+        ),
+    ),
+    "airbench94": ModelEntry(
+        "airbench94: fastcnn with a frozen patch-whitening stem, frozen BN scales, Dirac init",
+        lambda cfg, info: Airbench94(
             info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
         ),
     ),

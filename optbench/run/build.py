@@ -31,6 +31,8 @@ from optbench.schedules import MomentumControl, Schedule, build_schedule
 from optbench.tasks import Task, build_task
 
 SPLITS = ("train", "test")
+# Training images a data-dependent initialisation sees (airbench94 uses 5,000).
+INITIALIZATION_IMAGES = 5000
 
 
 @dataclass
@@ -117,6 +119,8 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         data = _device_batches(cfg, plan, dataset, channels_last)
+        if hasattr(model, "initialize"):  # a data-dependent initialisation (airbench's whitening)
+            model.initialize(data.train_batches.first_images(INITIALIZATION_IMAGES))
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"model={cfg.model.name} as configured has no trainable parameters")
     optimizer = build_optimizer(model, cfg.optimizer, cfg.param_groups, device)

@@ -15,9 +15,23 @@ from optbench.run.step import TrainStep
 BN_REFRESH_BATCHES = 20
 
 
+def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views test-time augmentation averages: the image and its mirror, and (with
+    `mirror_translate`) each shifted one pixel up-left and down-right (reflect-padded)."""
+    views = [images] if mode == "none" else [images, images.flip(-1)]
+    if mode == "mirror_translate":
+        padded = [torch.nn.functional.pad(v, (1, 1, 1, 1), mode="reflect") for v in views[:2]]
+        h, w = images.shape[-2:]
+        views += [p[..., :h, :w] for p in padded] + [p[..., 2:, 2:] for p in padded]
+    return views
+
+
 @torch.no_grad()
 def evaluate(
-    step: TrainStep, batches: DeviceBatches, train_batches: DeviceBatches | None = None
+    step: TrainStep,
+    batches: DeviceBatches,
+    train_batches: DeviceBatches | None = None,
+    tta: str = "none",
 ) -> dict[str, float]:
     """The task's metrics of `step.model` over `batches`, under the step's autocast.
 
@@ -25,16 +39,15 @@ def evaluate(
     weights, with batch-norm statistics recomputed there from `train_batches`.
     """
     with _evaluation_weights(step, train_batches):
-        return _evaluate(step, batches)
-
-
-def _evaluate(step: TrainStep, batches: DeviceBatches) -> dict[str, float]:
-    return evaluate_batches(step, batches.epoch(0))
+        return evaluate_batches(step, batches.epoch(0), tta)
 
 
 @torch.no_grad()
-def evaluate_batches(step: TrainStep, batches: Iterable[Batch]) -> dict[str, float]:
-    """The task's metrics over `batches` in eval mode (one host-device sync)."""
+def evaluate_batches(
+    step: TrainStep, batches: Iterable[Batch], tta: str = "none"
+) -> dict[str, float]:
+    """The task's metrics over `batches` in eval mode (one host-device sync); with `tta`, of
+    the mean of the model's outputs over the augmented views."""
     model: nn.Module = step.model
     was_training = model.training
     model.eval()
@@ -42,7 +55,8 @@ def evaluate_batches(step: TrainStep, batches: Iterable[Batch]) -> dict[str, flo
     samples = 0
     for inputs, targets in batches:
         with step.autocast():
-            outputs = model(inputs)
+            views = tta_views(inputs, tta) if tta != "none" else [inputs]
+            outputs = torch.stack([model(v).float() for v in views]).mean(dim=0)
         for key, value in step.task.sums(outputs, targets).items():
             sums[key] = sums[key] + value if key in sums else value
         samples += len(targets)

@@ -17,6 +17,7 @@ AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
 NONFINITE_POLICIES = ("stop", "skip")
 NONFINITE_CHECKS = ("auto", "step", "deferred")
+TTA_MODES = ("none", "mirror", "mirror_translate")  # optbench/run/evaluate.py
 # The trainer's other integer settings and their smallest allowed value.
 INTEGER_SETTINGS = {
     "eval_batch_size": 1,
@@ -119,6 +120,10 @@ def plan_run(cfg: DictConfig) -> RunPlan:
             "use trainer.amp=bf16 or none"
         )
     info = dataset_info(cfg.dataset)
+    if t.tta not in TTA_MODES:
+        raise UserError(f"trainer.tta must be one of {', '.join(TTA_MODES)}, got '{t.tta}'")
+    if t.tta != "none" and len(info.shape) != 3:
+        raise UserError(f"trainer.tta={t.tta} augments images; dataset={cfg.dataset.name} has none")
     batches = (
         info.train_size // batch_size if t.drop_last else math.ceil(info.train_size / batch_size)
     )

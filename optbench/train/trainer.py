@@ -249,7 +249,7 @@ class Training:
         evaluated = (epoch + 1) % t.eval_interval == 0 or epoch + 1 == run.plan.epochs
         if evaluated:
             eval_start = time.perf_counter()
-            metrics = evaluate(run.step, run.data.test_batches, run.data.train_batches)
+            metrics = evaluate(run.step, run.data.test_batches, run.data.train_batches, t.tta)
             state.eval_time_s += time.perf_counter() - eval_start
             record |= {f"test_{k}": v for k, v in metrics.items()}
         record |= {

@@ -1,0 +1,117 @@
+"""airbench94's pieces as ordinary switches: the whitening stem, frozen batch-norm scales,
+Dirac init, test-time augmentation and alternating flips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST
+from helpers import compose_config
+
+from optbench.data import DatasetInfo, DeviceBatches, ImageSplit
+from optbench.errors import UserError
+from optbench.models import build_model
+from optbench.models.airbench import WHITENING_EPS, Airbench94, whitening_filters
+from optbench.run import build_run
+from optbench.run.evaluate import evaluate_batches
+from optbench.train import checkpoint
+from optbench.train.preflight import check_train_config
+from optbench.train.trainer import train
+
+AIRBENCH = [*(o for o in FAST if not o.startswith("model")), "model=airbench94",
+            "model.widths=[8,16,16]"]  # fmt: skip
+
+
+def correlated_images(n: int = 200) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.randn(n, 3, 8, 8, generator=g), size=16, mode="bilinear")
+    return smooth + 0.1 * torch.randn(n, 3, 16, 16, generator=g)
+
+
+def test_the_whitening_filters_whiten_the_patch_covariance():
+    images = correlated_images()
+    flat = F.unfold(images, kernel_size=2).transpose(1, 2).reshape(-1, 12).double()
+    covariance = flat.T @ flat / len(flat)
+    filters = whitening_filters(images, (2, 2)).flatten(1).double()
+    # unfold orders a patch channel-major, as the filters' (c, h, w) flattening does.
+    whitened = filters @ covariance @ filters.T
+    values = torch.linalg.eigvalsh(covariance).flip(0)
+    torch.testing.assert_close(whitened, torch.diag(values / (values + WHITENING_EPS)),
+                               atol=1e-4, rtol=1e-4)  # fmt: skip
+    assert values[0] / values[-1] > 10  # the patches were far from white to begin with
+
+
+def test_airbench_freezes_its_stem_and_batch_norm_scales_and_starts_convs_at_identity():
+    model = Airbench94(3, 10, (8, 16, 16))
+    model.initialize(correlated_images())
+    filters = whitening_filters(correlated_images(), (2, 2))
+    assert torch.equal(model.whiten.weight, torch.cat([filters, -filters]))
+    assert not model.whiten.weight.requires_grad and model.whiten.bias.requires_grad
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.6 and not m.weight.requires_grad for m in norms)
+    conv = model.group2.conv2  # 16 -> 16 channels
+    centre = conv.weight[:, :, 1, 1]
+    assert torch.equal(torch.diagonal(centre), torch.ones(16))
+    assert torch.count_nonzero(conv.weight[:16]) == 16  # nothing but the identity
+
+
+def test_a_run_whitens_from_its_own_training_images_and_keeps_the_stem_frozen(tmp_path):
+    cfg = compose_config(*AIRBENCH, "trainer.epochs=1")
+    run = build_run(cfg)
+    expected = whitening_filters(run.data.train_batches.first_images(5000), (2, 2))
+    assert torch.allclose(run.model.whiten.weight[: len(expected)], expected)
+    results = train(cfg, tmp_path)
+    assert results["status"] == "completed"
+    trained = checkpoint.load_latest(tmp_path)[1]["model"]
+    assert torch.equal(trained["stem.0.weight"], run.model.whiten.weight)
+
+
+@pytest.mark.parametrize("mode", ["mirror", "mirror_translate"])
+def test_tta_scores_the_mean_of_the_models_outputs_over_the_views(mode):
+    run = build_run(compose_config(*AIRBENCH))
+    run.model.eval()
+    batch = next(iter(run.data.test_batches.epoch(0)))
+    images, labels = batch
+    views = [images, images.flip(-1)]
+    if mode == "mirror_translate":
+        padded = [F.pad(v, (1, 1, 1, 1), mode="reflect") for v in views]
+        views += [p[..., :-2, :-2] for p in padded] + [p[..., 2:, 2:] for p in padded]
+    with torch.no_grad():
+        mean = torch.stack([run.model(v) for v in views]).mean(dim=0)
+    by_hand = {"loss": F.cross_entropy(mean, labels).item(),
+               "acc": (mean.argmax(1) == labels).float().mean().item()}  # fmt: skip
+    got = evaluate_batches(run.step, [batch], mode)
+    assert got == pytest.approx(by_hand, rel=1e-5)
+    assert got != pytest.approx(evaluate_batches(run.step, [batch]), rel=1e-9)
+
+
+def asymmetric_split(n: int = 16) -> ImageSplit:
+    images = torch.arange(n * 2 * 4, dtype=torch.uint8).view(n, 1, 2, 4)
+    return ImageSplit(images, torch.zeros(n, dtype=torch.long))
+
+
+def epoch_images(epoch: int, seed: int = 0) -> torch.Tensor:
+    batches = DeviceBatches(asymmetric_split(), batch_size=16, device=torch.device("cpu"),
+                            mean=(0.0,), std=(1 / 255,), flip="alternate", seed=seed)  # fmt: skip
+    return next(iter(batches.epoch(epoch)))[0]
+
+
+def test_alternating_flips_invert_every_image_every_other_epoch_deterministically():
+    first, second, third = epoch_images(0), epoch_images(1), epoch_images(2)
+    assert torch.equal(second, first.flip(-1))
+    assert torch.equal(third, first) and torch.equal(epoch_images(0), first)
+    flipped = (
+        (first != torch.arange(16 * 8, dtype=torch.float32).view(16, 1, 2, 4)).flatten(1).any(1)
+    )
+    assert 0 < flipped.sum() < 16  # each image has its own coin
+    assert not torch.equal(epoch_images(0, seed=1), first)
+
+
+def test_tta_on_text_and_an_unknown_flip_mode_are_user_errors():
+    with pytest.raises(UserError, match=r"trainer\.tta=mirror augments images"):
+        check_train_config(compose_config("dataset=markov", "model=gpt", "trainer.tta=mirror"))
+    with pytest.raises(UserError, match=r"dataset\.augment\.flip must be true, false or alternate"):
+        check_train_config(compose_config(*FAST, "dataset.augment.flip=sometimes"))
+    assert isinstance(build_model(compose_config("model=airbench94").model,
+                                  DatasetInfo((3, 32, 32), 10, 1, 1)), Airbench94)  # fmt: skip
