@@ -139,3 +139,11 @@ def test_a_deferred_check_run_diverges_or_skips_like_a_checked_one(fast_cfg, tmp
         assert results["status"] == "completed" and results["nonfinite_skipped_steps"] > 0
     weights = checkpoint.load_latest(tmp_path)[1]["model"]
     assert all(torch.isfinite(w).all() for w in weights.values())  # never a NaN kept
+
+
+def test_a_resumed_run_removes_the_leftovers_of_a_killed_checkpoint_write(fast_cfg, tmp_path):
+    train(fast_cfg("trainer.epochs=1"), tmp_path)
+    leftover = tmp_path / "checkpoints" / ".step-000000008.pt.kill.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    train(fast_cfg("trainer.epochs=1", "trainer.resume=auto"), tmp_path)
+    assert not leftover.exists() and checkpoint.list_checkpoints(tmp_path)

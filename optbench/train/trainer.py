@@ -89,6 +89,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Results:
     if resume is not None:
         check_resumable(run.cfg, resume[1], run_dir)
     with RunDirLock(run_dir):  # one process per run directory
+        checkpoint.remove_partial_writes(run_dir)  # of a write killed before its rename
         lr_finder = _find_auto_lr(run, run_dir) if run.base_lr is None else None
         training = Training.start(run, run_dir, lr_finder, resume)
         bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress)
