@@ -9,36 +9,20 @@ Written as a plain loop over tensors: each line is one line of the rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor
 
-from optbench.optim.reference.base import ReferenceOptimizer
-from optbench.optim.reference.checks import check_betas, check_non_negative, check_positive
+from optbench.optim.reference.adam import Adam
 
 
-class CautiousAdamW(ReferenceOptimizer):
+class CautiousAdamW(Adam):
     """AdamW that steps only in the coordinates where its update and the gradient agree in
     sign, rescaled to keep the step's size (Liang et al. 2024, "Cautious Optimizers").
 
     The mask is computed on m, whose sign is the update's (the denominator is positive).
+    Its arguments and their checks are Adam's (weight decay decoupled, in `update`).
     """
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-    ) -> None:
-        check_positive("lr", lr)
-        check_betas(betas)
-        check_positive("eps", eps)
-        check_non_negative("weight_decay", weight_decay)
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults)
 
     def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
