@@ -129,7 +129,8 @@ def test_a_job_refused_at_its_start_leaves_no_folder_but_keeps_real_outputs(tmp_
 
 def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    slow = [*FAST, "dataset.train_size=4096", "trainer.batch_size=8", "trainer.epochs=3",
+    # Long enough to outlive the second process's start-up; terminated when the check is done.
+    slow = [*FAST, "dataset.train_size=4096", "trainer.batch_size=8", "trainer.epochs=500",
             "trainer.progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     first = subprocess.Popen(["optbench", "train", *slow], cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
@@ -138,6 +139,7 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
         while not (run_dir / "run.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         second = optbench("train", *slow, cwd=tmp_path)
+        assert first.poll() is None  # the first was still training all along
         assert second.returncode == 2
         assert "is in use by pid" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     finally:
