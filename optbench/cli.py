@@ -113,5 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[name].run(rest)
     except UserError as err:
-        print(f"optbench {name}: error: {err}", file=sys.stderr)
+        from optbench.distributed import launched
+
+        if launched().main:  # under torchrun, every rank refuses; one says why
+            print(f"optbench {name}: error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ BOOKKEEPING = (
     "dataset.download",
     "dataset.search_dirs",
     "trainer.device",
+    "trainer.devices",  # the global batch and its order do not depend on how it is split
     "trainer.progress",
     "trainer.log_interval",
     "trainer.diagnostics_interval",

@@ -4,11 +4,15 @@ Hydra cannot share argv with a subcommand parser, so `optbench.cli` takes the su
 off argv and hands the rest here. Before Hydra creates any run directory, every job of the
 run or sweep is composed and checked, so a typo in the seventh job of a sweep fails at once,
 with one line, and writes nothing.
+
+Under torchrun every rank runs the command: they take rank 0's run directory, and only rank
+0 writes Hydra's files and logs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -27,9 +31,12 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from optbench import distributed
 from optbench.errors import UserError
 
 CONFIG_MODULE = "optbench.configs"
+# Set by `trainer.devices` for the ranks it starts: the starting process checked the config.
+CHECKED_ENV = "OPTBENCH_CONFIG_CHECKED"
 VERSION_BASE = "1.3"
 # Hydra flags that print something instead of running jobs.
 _INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
@@ -139,6 +146,28 @@ def preflight(
     return jobs
 
 
+def quoted(value: object) -> str:
+    """A value as a Hydra override's: quoted, since a path may hold `=`, `,` or spaces."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _rank_overrides(config_name: str, overrides: list[str]) -> list[str]:
+    """What each rank of a distributed command adds: rank 0's run and sweep directories (a
+    time stamp may differ by a second between ranks), and, off rank 0, no files of Hydra's."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    keys = [k for k in ("hydra.run.dir", "hydra.sweep.dir") if k not in given]
+    dirs = {}
+    if distributed.current().main:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            dirs = {k: str(OmegaConf.select(cfg, k)) for k in keys}
+    added = [f"{k}={quoted(v)}" for k, v in distributed.from_main(dirs).items()]
+    if not distributed.current().main:
+        added += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return added
+
+
 def remove_refused_job_dir(run_dir: Path, output_root: Path) -> None:
     """A job refused at its start leaves no folder behind: remove `run_dir` if it holds only
     what Hydra wrote (.hydra/ and the job's log), and the folders above it it leaves empty."""
@@ -166,10 +195,13 @@ def run_hydra_command(
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
     overrides = flags.overrides
+    world = distributed.init()
     if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
-        # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too.
+        # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too;
+        # the ranks `trainer.devices` starts were checked by the process that started them.
+        checked = flags.cfg or os.environ.get(CHECKED_ENV)
         jobs = preflight(
-            config_name, overrides, flags.multirun, _compose_only if flags.cfg else check
+            config_name, overrides, flags.multirun, _compose_only if checked else check
         )
         if flags.cfg and flags.multirun:
             # Hydra prints one config, not a sweep's: show the first job's.
@@ -178,14 +210,18 @@ def run_hydra_command(
             overrides = jobs[0]
 
     def hydra_task(cfg: DictConfig) -> Any:
-        logging.getLogger("optbench").setLevel(logging.INFO)
+        logging.getLogger("optbench").setLevel(logging.INFO if world.main else logging.ERROR)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             return task(cfg, run_dir)
         except UserError as err:
-            print(f"optbench {name}: error: {err}", file=sys.stderr)
-            remove_refused_job_dir(run_dir, Path(str(cfg.paths.output_dir)))
+            if world.main:
+                print(f"optbench {name}: error: {err}", file=sys.stderr)
+                remove_refused_job_dir(run_dir, Path(str(cfg.paths.output_dir)))
             sys.exit(2)
+
+    if world.distributed:
+        overrides = [*overrides, *_rank_overrides(config_name, overrides)]
 
     # Hydra's own parser wants its flags before the overrides (`-m` may come anywhere here).
     flag_args = [a for a in args if a not in flags.overrides]

@@ -3,7 +3,8 @@
 No DataLoader and no worker processes: the uint8 images live on the device, and each batch
 is gathered, randomly cropped and flipped per sample, and normalised with a few tensor ops.
 An epoch's order, crops and flips are a pure function of (seed, epoch), so a run resumed in
-the middle of an epoch sees exactly the batches an uninterrupted run would have seen.
+the middle of an epoch sees exactly the batches an uninterrupted run would have seen. Split
+over several processes, each takes its own slice of every such batch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ import torch.nn.functional as F
 from optbench.data.info import ImageSplit
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Shard = tuple[int, int]  # (rank, processes): which slice of every batch this process takes
+
+
+def shard_slice(start: int, end: int, shard: Shard) -> slice:
+    """Rank's contiguous slice of the batch at positions [start, end): sizes differ by at
+    most one, and the slices of all ranks tile the batch in order."""
+    rank, ranks = shard
+    size, extra = divmod(end - start, ranks)
+    first = start + rank * size + min(rank, extra)
+    return slice(first, first + size + (rank < extra))
 
 
 class DeviceBatches:
@@ -36,8 +47,10 @@ class DeviceBatches:
         flip: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        shard: Shard = (0, 1),
     ):
         self.batch_size = batch_size
+        self.shard = shard
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.crop_padding = crop_padding
@@ -90,7 +103,9 @@ class DeviceBatches:
         shifts = shifts.to(device, non_blocking=True) if shifts is not None else None
         flips = flips.to(device, non_blocking=True) if flips is not None else None
         for b in range(start_batch, len(self)):
-            positions = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            positions = shard_slice(
+                b * self.batch_size, min((b + 1) * self.batch_size, n), self.shard
+            )
             index = order[positions]
             images = self.images[index]
             if shifts is not None:

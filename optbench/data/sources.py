@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from optbench.data import text
-from optbench.data.batches import DeviceBatches
+from optbench.data.batches import DeviceBatches, Shard
 from optbench.data.idx import read_idx
 from optbench.data.info import DatasetInfo, ImageSplit
 from optbench.errors import UserError
@@ -33,10 +33,13 @@ class ImageDataset:
 
     def device_batches(
         self, cfg: DictConfig, *, device: torch.device, batch_size: int, eval_batch_size: int,
-        drop_last: bool, seed: int, channels_last: bool,
+        drop_last: bool, seed: int, channels_last: bool, shard: Shard = (0, 1),
     ) -> tuple[DeviceBatches, DeviceBatches]:  # fmt: skip
-        """Training batches (shuffled, augmented as `cfg.augment` says) and test batches."""
-        common = dict(device=device, mean=self.mean, std=self.std, channels_last=channels_last)
+        """Training batches (shuffled, augmented as `cfg.augment` says) and test batches, of
+        this process's `shard`."""
+        common = dict(
+            device=device, mean=self.mean, std=self.std, channels_last=channels_last, shard=shard
+        )
         train = DeviceBatches(
             self.train, batch_size=batch_size, shuffle=True, drop_last=drop_last,
             crop_padding=cfg.augment.crop_padding, flip=cfg.augment.flip, seed=seed, **common,

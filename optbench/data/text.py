@@ -22,10 +22,10 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.checks import require_fraction, require_int
+from optbench.data.batches import Batch, Shard, shard_slice
 from optbench.data.info import DatasetInfo
 from optbench.errors import UserError
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 BYTES = 256  # the vocabulary of byte-level text
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -153,14 +153,14 @@ class TextDataset:
 
     def device_batches(
         self, cfg: DictConfig, *, device: torch.device, batch_size: int, eval_batch_size: int,
-        drop_last: bool, seed: int, channels_last: bool,
+        drop_last: bool, seed: int, channels_last: bool, shard: Shard = (0, 1),
     ) -> tuple[TokenWindows, TokenWindows]:  # fmt: skip
         block = self.info.shape[0]
         train = TokenWindows(self.train, block_size=block, batch_size=batch_size, device=device,
                              windows=self.info.train_size, shuffle=True, drop_last=drop_last,
-                             seed=seed)  # fmt: skip
+                             seed=seed, shard=shard)  # fmt: skip
         test = TokenWindows(self.test, block_size=block, batch_size=eval_batch_size,
-                            device=device, windows=self.info.test_size)  # fmt: skip
+                            device=device, windows=self.info.test_size, shard=shard)  # fmt: skip
         return train, test
 
 
@@ -198,8 +198,10 @@ class TokenWindows:
     def __init__(
         self, tokens: torch.Tensor, *, block_size: int, batch_size: int, device: torch.device,
         windows: int, shuffle: bool = False, drop_last: bool = False, seed: int = 0,
+        shard: Shard = (0, 1),
     ):  # fmt: skip
         self.tokens = tokens.to(device)
+        self.shard = shard
         self.block_size, self.batch_size, self.windows = block_size, batch_size, windows
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.offsets = torch.arange(block_size + 1, device=device)
@@ -217,8 +219,9 @@ class TokenWindows:
             starts = torch.arange(self.windows) * self.block_size
         starts = starts.to(self.tokens.device)
         for b in range(start_batch, len(self)):
-            window = self.tokens[
-                starts[b * self.batch_size : (b + 1) * self.batch_size, None] + self.offsets
-            ]
+            positions = shard_slice(
+                b * self.batch_size, min((b + 1) * self.batch_size, self.windows), self.shard
+            )
+            window = self.tokens[starts[positions, None] + self.offsets]
             window = window.long()
             yield window[:, :-1], window[:, 1:]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from optbench.data import DeviceBatches, ImageDataset, TextDataset, load_dataset
 from optbench.data.text import TokenWindows
@@ -121,6 +122,8 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         data = _device_batches(cfg, plan, dataset, channels_last)
         if hasattr(model, "initialize"):  # a data-dependent initialisation (airbench's whitening)
             model.initialize(data.train_batches.first_images(INITIALIZATION_IMAGES))
+        if plan.world.distributed and t.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"model={cfg.model.name} as configured has no trainable parameters")
     optimizer = build_optimizer(model, cfg.optimizer, cfg.param_groups, device)
@@ -143,11 +146,15 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     hessian = None
     if info.hessian:
         hessian = HutchinsonHessian(cfg.optimizer.update_period, cfg.optimizer.num_samples)
+    ddp = _data_parallel(model, device) if plan.world.distributed and not meta else None
+    trained = ddp or model
     step = TrainStep(
-        torch.compile(model) if t.compile and not meta else model,
+        torch.compile(trained) if t.compile and not meta else trained,
         optimizer,
         task,
         device=device,
+        ddp=ddp,
+        eval_model=torch.compile(model) if t.compile and ddp and not meta else None,
         amp=plan.amp,
         clip_mode=t.clip.mode,
         clip_max=t.clip.max,
@@ -170,6 +177,13 @@ def _device_batches(
     train, test = dataset.device_batches(
         cfg.dataset, device=plan.device, batch_size=plan.batch_size,
         eval_batch_size=t.eval_batch_size, drop_last=t.drop_last, seed=t.seed,
-        channels_last=channels_last,
+        channels_last=channels_last, shard=(plan.world.rank, plan.world.size),
     )  # fmt: skip
     return RunData(dataset, train, test)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP over the ranks; it starts every rank from rank 0's weights and buffers."""
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )

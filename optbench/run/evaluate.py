@@ -1,4 +1,8 @@
-"""The task's metrics of a model on a whole split, with one host-device sync."""
+"""The task's metrics of a model on a whole split, with one host-device sync.
+
+Under DDP each rank evaluates its shard of every batch and the sums are added over ranks,
+so evaluation costs 1/N of a single process's and every rank gets the same metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 from torch import nn
 
 from optbench.data import Batch, DeviceBatches
+from optbench.distributed import sum_over_ranks
 from optbench.run.step import TrainStep
 
 # Training batches used to re-estimate batch-norm statistics at Schedule-Free's eval weights.
@@ -33,7 +38,7 @@ def evaluate(
     train_batches: DeviceBatches | None = None,
     tta: str = "none",
 ) -> dict[str, float]:
-    """The task's metrics of `step.model` over `batches`, under the step's autocast.
+    """The task's metrics of the step's model over `batches`, under the step's autocast.
 
     For Schedule-Free optimizers the model is evaluated at the optimizer's averaged
     weights, with batch-norm statistics recomputed there from `train_batches`.
@@ -48,12 +53,14 @@ def evaluate_batches(
 ) -> dict[str, float]:
     """The task's metrics over `batches` in eval mode (one host-device sync); with `tta`, of
     the mean of the model's outputs over the augmented views."""
-    model: nn.Module = step.model
+    model: nn.Module = step.eval_model
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     samples = 0
     for inputs, targets in batches:
+        if not len(targets):  # this rank's shard of a batch smaller than the world
+            continue
         with step.autocast():
             views = tta_views(inputs, tta) if tta != "none" else [inputs]
             outputs = torch.stack([model(v).float() for v in views]).mean(dim=0)
@@ -61,8 +68,10 @@ def evaluate_batches(
             sums[key] = sums[key] + value if key in sums else value
         samples += len(targets)
     model.train(was_training)
-    values = torch.stack(list(sums.values())).tolist()
-    return step.task.metrics(dict(zip(sums, values, strict=True)), samples)
+    device = next(iter(sums.values())).device
+    packed = [*(v.float() for v in sums.values()), torch.tensor(float(samples), device=device)]
+    *values, samples = sum_over_ranks(torch.stack(packed)).tolist()
+    return step.task.metrics(dict(zip(sums, values, strict=True)), int(samples))
 
 
 @contextmanager
@@ -85,20 +94,20 @@ def _evaluation_weights(step: TrainStep, train_batches: DeviceBatches | None) ->
 
 
 def _refresh_batch_norm(step: TrainStep, train_batches: DeviceBatches) -> None:
-    norms = [m for m in step.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in step.eval_model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a plain average over the refresh batches
-    was_training = step.model.training
-    step.model.train()
+    was_training = step.eval_model.training
+    step.eval_model.train()
     for i, (images, _) in enumerate(train_batches.epoch(-1)):
         if i == BN_REFRESH_BATCHES:
             break
         with step.autocast():
-            step.model(images)
-    step.model.train(was_training)
+            step.eval_model(images)
+    step.eval_model.train(was_training)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from optbench.checks import require_int, require_positive
 from optbench.data import DatasetInfo, dataset_info
+from optbench.distributed import World, launched
 from optbench.errors import UserError
 from optbench.optim.registry import optimizer_info
 
@@ -39,6 +40,7 @@ class RunPlan:
     accumulation: int
     batches_per_epoch: int
     dataset: DatasetInfo
+    world: World  # the processes the run is split over (rank and size)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -108,7 +110,10 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         )
     if t.clip.mode != "none":
         require_positive(t.clip.max, "trainer.clip.max")
+    world = plan_world(cfg)
     device = resolve_device(str(t.device))
+    if world.distributed:
+        device = _rank_device(device, world)
     if t.amp == "fp16" and device.type != "cuda":
         raise UserError(
             f"trainer.amp=fp16 needs a CUDA device, but the device is {device}; "
@@ -149,4 +154,55 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     deferred = check == "deferred" or (
         check == "auto" and device.type == "cuda" and t.amp != "fp16"
     )
-    return RunPlan(device, t.amp, deferred, epochs, batch_size, accumulation, batches, info)
+    plan = RunPlan(device, t.amp, deferred, epochs, batch_size, accumulation, batches, info, world)
+    if world.distributed:
+        _check_split(cfg, plan)
+    return plan
+
+
+def plan_world(cfg: DictConfig) -> World:
+    """The world the launcher started, or (checked before it starts) the one it will."""
+    devices = require_int(cfg.trainer.devices, "trainer.devices", 1)
+    world = launched()
+    if world.distributed:
+        if devices not in (1, world.size):
+            raise UserError(
+                f"trainer.devices={devices}, but the launcher started {world.size} processes"
+            )
+        return world
+    return World(size=devices)
+
+
+def _rank_device(device: torch.device, world: World) -> torch.device:
+    """Each rank's device: GPU `local_rank` on CUDA, the CPU (gloo) otherwise."""
+    if device.type == "mps":
+        raise UserError("trainer.devices > 1 needs CUDA GPUs or the CPU; MPS has no process group")
+    if device.type != "cuda":
+        return device
+    if launched().distributed:
+        return torch.device("cuda", world.local_rank)
+    if world.size > torch.cuda.device_count():
+        raise UserError(
+            f"trainer.devices={world.size} but this machine has {torch.cuda.device_count()} GPUs"
+        )
+    return device
+
+
+def _check_split(cfg: DictConfig, plan: RunPlan) -> None:
+    """Every global training batch, the last one included, splits evenly over the ranks:
+    then DDP's mean of the ranks' gradients is exactly the whole batch's gradient."""
+    t, ranks, samples = cfg.trainer, plan.world.size, plan.dataset.train_size
+    if plan.batch_size % ranks:
+        raise UserError(
+            f"trainer.batch_size={plan.batch_size} does not split evenly over {ranks} processes"
+        )
+    last = 0 if t.drop_last else samples % plan.batch_size
+    if last % ranks:
+        raise UserError(
+            f"the last batch of {last} samples ({samples} in batches of {plan.batch_size}) does "
+            f"not split evenly over {ranks} processes; set trainer.drop_last=true"
+        )
+    if t.sync_batchnorm and plan.device.type != "cuda":
+        raise UserError(
+            "trainer.sync_batchnorm needs CUDA: torch's SyncBatchNorm runs on GPUs only"
+        )

@@ -3,17 +3,22 @@
 A step runs one or more micro-batches (gradient accumulation) under autocast, scales the
 backward pass for fp16, unscales, measures and clips the gradient, and steps the optimizer
 unless a value is not finite. It makes exactly one host-device sync, to decide that.
+Under DDP the gradients are averaged over the ranks once per step (`no_sync` before the last
+micro-batch) and the logged sums once more, so every rank decides the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from optbench.data import Batch
+from optbench.distributed import sum_over_ranks
 from optbench.optim.hessian import HutchinsonHessian
 from optbench.run.nonfinite import DeferredGuard
 from optbench.run.sync import to_host
@@ -71,8 +76,13 @@ class TrainStep:
         hessian: HutchinsonHessian | None = None,
         schedule_free: bool = False,
         guard: DeferredGuard | None = None,
+        ddp: DistributedDataParallel | None = None,
+        eval_model: nn.Module | None = None,
     ):
-        self.model = model
+        self.model = model  # what trains: the model, DDP-wrapped and compiled as configured
+        self.ddp = ddp
+        self.eval_model = eval_model or (model if ddp is None else ddp.module)  # no collectives
+        self.ranks = 1 if ddp is None else torch.distributed.get_world_size()
         self.optimizer = optimizer
         self.task = task
         self.device = device
@@ -104,22 +114,27 @@ class TrainStep:
         loss_sum = torch.zeros((), device=self.device)
         sums: dict[str, torch.Tensor] = {}
         hessian = None
+        hessian_due = self._hessian_due(step)
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(micro_batches):
-            with self.autocast():
-                outputs = self.model(inputs)
-                loss = self.task.loss(outputs, targets)
-            # Weight each micro-batch by its share of the step's samples: the same gradient as
-            # one big batch, also when the last micro-batch is short.
-            share = len(targets) / samples
-            if i == len(micro_batches) - 1 and self._hessian_due(step):
-                hessian = self._backward_with_hessian(loss, share)
-            else:
-                self.scaler.scale(loss * share).backward()
+            last = i == len(micro_batches) - 1
+            with self._gradient_sync(last and not hessian_due):
+                with self.autocast():
+                    outputs = self.model(inputs)
+                    loss = self.task.loss(outputs, targets)
+                # Weight each micro-batch by its share of the step's samples: the same gradient
+                # as one big batch, also when the last micro-batch is short.
+                share = len(targets) / samples
+                if last and hessian_due:
+                    hessian = self._backward_with_hessian(loss, share)
+                else:
+                    self.scaler.scale(loss * share).backward()
             loss_sum += loss.detach() * len(targets)
             with torch.no_grad():
                 for key, value in self.task.sums(outputs.detach(), targets).items():
                     sums[key] = sums[key] + value if key in sums else value
+        if self.ranks > 1:
+            loss_sum, sums, samples = self._sum_over_ranks(loss_sum, sums, samples, hessian)
         self.scaler.unscale_(self.optimizer)
         grad_norm, clipped_norm = self._clip()
         mean_loss = loss_sum / samples
@@ -141,6 +156,24 @@ class TrainStep:
         if self.guard is not None:
             self.guard.ready = True  # the optimizer state exists now
         return result
+
+    def _gradient_sync(self, sync: bool) -> nullcontext | object:
+        """DDP's all-reduce runs in the backward pass of `sync` micro-batches only."""
+        return self.ddp.no_sync() if self.ddp is not None and not sync else nullcontext()
+
+    def _sum_over_ranks(
+        self, loss_sum: torch.Tensor, sums: dict[str, torch.Tensor], samples: int,
+        hessian: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:  # fmt: skip
+        """The step's loss and metric sums over all ranks (each saw an equal share). A
+        Hessian step ran without DDP's all-reduce (autograd.grad bypasses it): its gradients
+        and estimates are averaged here, so every rank's Sophia sees the same."""
+        if hessian is not None:
+            for t in [p.grad for p in self.params] + list(hessian):
+                if t is not None:
+                    sum_over_ranks(t).div_(self.ranks)
+        packed = sum_over_ranks(torch.stack([loss_sum, *(v.float() for v in sums.values())]))
+        return packed[0], dict(zip(sums, packed[1:], strict=True)), samples * self.ranks
 
     def _hessian_due(self, step: int) -> bool:
         if self.hessian is None:

@@ -64,10 +64,17 @@ class PendingStep:
     momenta: list[float | None]
 
 
+class DiscardingWriter:
+    """The SummaryWriter of ranks other than 0: rank 0 alone writes the run's files."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 @dataclass
 class TrainingLog:
-    run_dir: Path
-    writer: SummaryWriter
+    run_dir: Path | None  # None: another rank writes metrics.jsonl
+    writer: SummaryWriter | DiscardingWriter
     group_names: list[str]
     interval: int
     pending: list[PendingStep] = field(default_factory=list)
@@ -115,7 +122,8 @@ class TrainingLog:
     def epoch(self, record: dict[str, Any]) -> dict[str, Any]:
         """Close an epoch: write its record (training means included) and return it."""
         self.flush()
-        append_json_line(self.run_dir / "metrics.jsonl", record)
+        if self.run_dir is not None:
+            append_json_line(self.run_dir / "metrics.jsonl", record)
         # Everything on the optimizer-step axis, so runs with different epoch lengths line up
         # and a resumed run can purge what was logged after its checkpoint.
         for key, value in record.items():

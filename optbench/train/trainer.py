@@ -3,6 +3,8 @@
 `train` builds the run (optbench/run/build.py), starts or resumes a `Training`, and runs
 `_train_epochs`: epochs, steps, logging, evaluation, checkpoints and stop conditions, on
 one screen. Everything the loop keeps is in `Training`; what it checkpoints is `TrainState`.
+Split over several processes (DDP), every rank runs this loop in lockstep on its share of
+each batch; rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from optbench.data import Batch
+from optbench.distributed import any_rank
 from optbench.errors import UserError
 from optbench.lr_finder.finder import find_lr
-from optbench.lr_finder.outputs import write_outputs
+from optbench.lr_finder.outputs import summary, write_outputs
 from optbench.run import Run, build_run
 from optbench.run.auto_lr import with_found_lr
 from optbench.run.evaluate import evaluate
@@ -34,7 +38,7 @@ from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
 from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, Results, best_key
 from optbench.tracking.run_info import run_info
-from optbench.tracking.training_log import EpochTotals, TrainingLog
+from optbench.tracking.training_log import DiscardingWriter, EpochTotals, TrainingLog
 from optbench.train import checkpoint
 from optbench.train.interrupts import StopSignals
 from optbench.train.resume import check_resumable, find_resume, with_saved_lrs
@@ -88,11 +92,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Results:
     run = build_run(cfg)
     if resume is not None:
         check_resumable(run.cfg, resume[1], run_dir)
-    with RunDirLock(run_dir):  # one process per run directory
-        checkpoint.remove_partial_writes(run_dir)  # of a write killed before its rename
+    main = run.plan.world.main
+    with RunDirLock(run_dir) if main else nullcontext():  # one run per run directory
+        if main:
+            checkpoint.remove_partial_writes(run_dir)  # of a write killed before its rename
         lr_finder = _find_auto_lr(run, run_dir) if run.base_lr is None else None
         training = Training.start(run, run_dir, lr_finder, resume)
-        bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress)
+        bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress and main)
         with StopSignals() as stop, bar:
             status, diagnosis = _train_epochs(training, stop, bar)
         results = training.finish(status, diagnosis, time.perf_counter() - wall_start)
@@ -135,13 +141,14 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
                 tr.diagnostics.write(state.step, before)
             tr.totals.add(result)
             tr.advance(len(micro_batches))
-            if tr.log.step(state.step - 1, result, run.optimizer):
+            logged = tr.log.step(state.step - 1, result, run.optimizer)
+            if logged:
                 bar.update(state.step, f"epoch {epoch + 1}/{plan.epochs}",
                            loss=tr.log.latest_loss, lr=run.optimizer.param_groups[0]["lr"])  # fmt: skip
                 if (diagnosis := tr.check_guard(epoch)) is not None:
                     status = DIVERGED
                     break
-            if stop.requested:
+            if tr.stop_requested(stop, logged):
                 status = INTERRUPTED
                 break
         if status == COMPLETED and (diagnosis := tr.check_guard(epoch)) is not None:
@@ -152,7 +159,7 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
             tr.stop_mid_epoch()
             return status, diagnosis
         record = tr.end_epoch(epoch)
-        if stop.requested:
+        if tr.stop_requested(stop, True):
             status = INTERRUPTED
         if status != COMPLETED or (t.checkpoint_every and state.epoch % t.checkpoint_every == 0):
             tr.save()
@@ -181,12 +188,13 @@ class Training:
         cls, run: Run, run_dir: Path, lr_finder: dict[str, Any] | None,
         resume: tuple[Path, dict[str, Any]] | None,
     ) -> Training:  # fmt: skip
-        t = run.cfg.trainer
+        t, main = run.cfg.trainer, run.plan.world.main
         state = TrainState(time_to_target={str(x): None for x in t.targets}, lr_finder=lr_finder)
         totals = EpochTotals()
         if resume is not None:
             _restore(resume[1], run, state, totals)
-            _truncate_metrics(run_dir / "metrics.jsonl", state.records)
+            if main:
+                _truncate_metrics(run_dir / "metrics.jsonl", state.records)
             log.info(
                 "resuming %s from %s (epoch %d, step %d)",
                 run_dir,
@@ -194,16 +202,20 @@ class Training:
                 state.epoch,
                 state.step,
             )
-        else:
+        elif main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(run.cfg, resolve=True))
             atomic_write_json(run_dir / "run_info.json", run_info(run.plan.device))
-        writer = SummaryWriter(str(run_dir), purge_step=state.step if resume else None)
-        training_log = TrainingLog(run_dir, writer, run.group_names, t.log_interval)
+        purge = state.step if resume else None
+        writer = SummaryWriter(str(run_dir), purge_step=purge) if main else DiscardingWriter()
+        training_log = TrainingLog(
+            run_dir if main else None, writer, run.group_names, t.log_interval
+        )
         if resume is not None:
             training_log.scaler_skips = resume[1]["log"]["scaler_skips"]
             training_log.latest_loss = resume[1]["log"]["latest_loss"]
-        diagnostics = StepDiagnostics(run.optimizer, writer, t.diagnostics_interval)
+        # Weight and momentum norms are the same on every rank: measured once, on rank 0.
+        diagnostics = StepDiagnostics(run.optimizer, writer, t.diagnostics_interval if main else 0)
         if run.plan.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(run.plan.device)
         cfg, plan = run.cfg, run.plan
@@ -218,7 +230,16 @@ class Training:
         self.state.step += 1
         self.state.batch += batches
 
+    def stop_requested(self, stop: StopSignals, at_sync_point: bool) -> bool:
+        """Whether to stop here for a signal. Ranks agree only where the loop already waits
+        (log points, epoch ends), so that all of them stop at the same step."""
+        if not self.run.plan.world.distributed:
+            return stop.requested
+        return at_sync_point and any_rank(stop.requested)
+
     def save(self) -> None:
+        if not self.run.plan.world.main:
+            return  # every rank holds the same state: rank 0 writes it
         payload = {
             "config": OmegaConf.to_yaml(self.run.cfg, resolve=True),
             "model": self.run.model.state_dict(),
@@ -328,6 +349,8 @@ class Training:
 
     def finish(self, status: str, diagnosis: dict | None, wall_time_s: float) -> Results:
         results = self.results(status, diagnosis, wall_time_s)
+        if not self.run.plan.world.main:
+            return results
         write_hparams(self.writer, self.run.cfg, results)
         self.writer.close()
         atomic_write_json(self.run_dir / "results.json", results)
@@ -373,9 +396,9 @@ def _find_auto_lr(run: Run, run_dir: Path) -> dict[str, Any]:
     cfg = run.cfg
     result = find_lr(run, cfg.lr_find)
     out_dir = run_dir / "lr_find"
-    record = write_outputs(
-        result, out_dir, f"{cfg.optimizer.name} on {cfg.model.name}/{cfg.dataset.name}"
-    )
+    label = f"{cfg.optimizer.name} on {cfg.model.name}/{cfg.dataset.name}"
+    main = run.plan.world.main
+    record = write_outputs(result, out_dir, label) if main else summary(result, label)
     lr = result.chosen.lr
     if lr is None:
         raise UserError(
