@@ -1,0 +1,189 @@
+"""One run over two gloo processes on the CPU: the same run as one process, split.
+
+The 2-rank runs are started by torchrun (tests/ddp_worker.py trains them all in one launch)
+or by `optbench train trainer.devices=2`; every answer is the single-process run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST
+from helpers import compose_config, read_jsonl
+
+from optbench.commands.launch import gpu_block
+from optbench.data.batches import shard_slice
+from optbench.train import checkpoint
+from optbench.train.trainer import train
+
+TESTS = Path(__file__).parent
+EPOCHS = ["trainer.epochs=2"]
+# One run per optimizer family, and accumulation for the three the issue names. FAST's
+# global batch is 64: 32 per rank, or 2 x 16 with accumulation.
+RUNS = {
+    "momentum": ["optimizer=momentum"],
+    "adamw": ["optimizer=adamw"],
+    "muon": ["optimizer=muon"],
+    "momentum_accum": ["optimizer=momentum", "trainer.batch_size=32", "trainer.accumulation=2"],
+    "adamw_accum": ["optimizer=adamw", "trainer.batch_size=32", "trainer.accumulation=2"],
+    "muon_accum": ["optimizer=muon", "trainer.batch_size=32", "trainer.accumulation=2"],
+    "lion": ["optimizer=lion"],
+    "lamb": ["optimizer=lamb"],
+    "sophia": ["optimizer=sophia", "optimizer.update_period=2"],
+    "schedule_free": ["optimizer=schedule_free"],
+    "lookahead": ["optimizer=lookahead"],
+    "adamw8bit": ["optimizer=adamw8bit"],
+    "prodigy": ["optimizer=prodigy"],
+    "soap": ["optimizer=soap"],
+}
+# Float rounding: two ranks sum each half of the batch, then average the halves.
+ATOL = {"momentum": 1e-6, "momentum_accum": 1e-6}
+ADAPTIVE_ATOL = 1e-4  # dividing by sqrt(v) magnifies a rounding difference in small gradients
+# SOAP's eigenbases turn rounding into a rotation (weights 2.8e-2 apart after 16 steps): the
+# ranks must still agree exactly, and train as well as one process does.
+LOSS_ONLY = {"soap"}
+
+
+def overrides(name: str) -> list[str]:
+    return [*FAST, *EPOCHS, *RUNS[name]]
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory) -> Path:
+    """Every RUNS entry trained by 2 torchrun ranks; returns the folder of their weights."""
+    root = tmp_path_factory.mktemp("ddp")
+    spec = root / "spec.json"
+    spec.write_text(json.dumps({
+        "root": str(root / "runs"), "weights": str(root),
+        "runs": {name: overrides(name) for name in RUNS},
+    }))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(TESTS / "ddp_worker.py"), str(spec)],
+        capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_ranks_end_with_the_single_process_weights(name, two_rank_runs, tmp_path):
+    train(compose_config(*overrides(name)), tmp_path / name)
+    single = checkpoint.load_latest(tmp_path / name)[1]["model"]
+    rank0 = torch.load(two_rank_runs / f"{name}.rank0.pt")
+    rank1 = torch.load(two_rank_runs / f"{name}.rank1.pt")
+    saved = checkpoint.load_latest(two_rank_runs / "runs" / name)[1]["model"]
+    atol = ATOL.get(name, ADAPTIVE_ATOL)
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
+        assert torch.equal(saved[key], rank0[key])
+        if name in LOSS_ONLY:
+            continue
+        difference = (rank0[key].float() - value.float()).abs().max().item()
+        assert difference <= atol, f"{key}: {difference:.2e} from the single process"
+    if name in LOSS_ONLY:
+        split = read_jsonl(two_rank_runs / "runs" / name / "metrics.jsonl")[-1]
+        whole = read_jsonl(tmp_path / name / "metrics.jsonl")[-1]
+        assert split["test_loss"] == pytest.approx(whole["test_loss"], rel=0.02)
+
+
+def test_the_ranks_log_what_a_single_process_logs(two_rank_runs, tmp_path):
+    train(compose_config(*overrides("adamw")), tmp_path / "adamw")
+    split = read_jsonl(two_rank_runs / "runs" / "adamw" / "metrics.jsonl")
+    whole = read_jsonl(tmp_path / "adamw" / "metrics.jsonl")
+    assert [r.keys() for r in split] == [r.keys() for r in whole]
+    for a, b in zip(split, whole, strict=True):  # losses and accuracies reduced over ranks
+        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=1e-6)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["optbench", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+# Long epochs of tiny steps (per rank: 8 samples), so a signal after epoch 1 lands mid-epoch 2.
+SLOW = [*FAST, "dataset.train_size=2048", "trainer.batch_size=16", "trainer.epochs=3",
+        "optimizer=adamw", "trainer.devices=2"]  # fmt: skip
+
+
+def test_sigterm_stops_both_ranks_and_resume_equals_the_uninterrupted_run(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = optbench("train", *SLOW, f"hydra.run.dir={whole}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen(
+        ["optbench", "train", *SLOW, f"hydra.run.dir={cut}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    for line in proc.stdout:
+        if "epoch 1/3" in line:  # logged after epoch 1's checkpoint: epoch 2 has begun
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    assert "Traceback" not in rest
+    assert json.loads((cut / "results.json").read_text())["status"] == "interrupted"
+    _, payload = checkpoint.load_latest(cut)
+    assert payload["state"]["epoch"] == 1 and payload["state"]["batch"] > 0  # mid-epoch 2
+
+    resumed = optbench("train", *SLOW, f"hydra.run.dir={cut}", "trainer.resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cut / "results.json").read_text())["status"] == "completed"
+    final = checkpoint.load_latest(cut)[1]["model"]
+    for name, tensor in checkpoint.load_latest(whole)[1]["model"].items():
+        assert torch.equal(tensor, final[name]), name
+
+
+def test_only_rank_0_writes_and_the_files_are_a_single_process_runs(tmp_path):
+    args = [*FAST, "trainer.epochs=1", "optimizer=adamw"]
+    assert (
+        optbench("train", *args, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path).returncode == 0
+    )
+    two = optbench(
+        "train", *args, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path
+    )
+    assert two.returncode == 0, two.stderr
+
+    def files(run_dir: Path) -> list[str]:
+        return sorted(
+            "events" if p.name.startswith("events.") else str(p.relative_to(run_dir))
+            for p in run_dir.rglob("*") if p.is_file()
+        )  # fmt: skip
+
+    assert files(tmp_path / "two") == files(tmp_path / "one")
+    assert len(list((tmp_path / "two").glob("events.*"))) == 1
+
+
+def test_lr_find_over_two_ranks_finds_the_single_process_lrs(tmp_path):
+    args = [*FAST, "optimizer=momentum", "lr_find.num_iter=40"]
+    one = optbench("lr-find", *args, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    two = optbench(
+        "lr-find", *args, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path
+    )
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    a, b = (json.loads((tmp_path / r / "lr_find.json").read_text()) for r in ("one", "two"))
+    assert a["points"] == b["points"] and a["stop_reason"] == b["stop_reason"]
+    for rule, suggestion in a["suggestions"].items():
+        assert b["suggestions"][rule]["lr"] == pytest.approx(suggestion["lr"], rel=1e-6), rule
+
+
+def test_the_shards_of_a_batch_tile_it_in_order():
+    for start, end, ranks in [(0, 64, 2), (64, 100, 4), (10, 13, 3), (0, 5, 8)]:
+        slices = [shard_slice(start, end, (r, ranks)) for r in range(ranks)]
+        covered = [i for s in slices for i in range(s.start, s.stop)]
+        assert covered == list(range(start, end))
+        sizes = [s.stop - s.start for s in slices]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_sweep_jobs_get_disjoint_blocks_of_gpus():
+    assert gpu_block(None, 2, 8) is None  # a single run: every visible GPU
+    assert [gpu_block(n, 2, 8) for n in range(5)] == ["0,1", "2,3", "4,5", "6,7", "0,1"]
+    assert gpu_block(3, 4, 4) is None  # one block: the job's ranks take them all
