@@ -41,13 +41,16 @@ def launched() -> World:
 
 
 def from_slurm() -> None:
-    """Under Slurm with several tasks and no torchrun, export torchrun's variables from
-    Slurm's (submitit computes the rendezvous: the first node's host and a port)."""
+    """Under Slurm with several tasks (srun, or submitit's tasks_per_node) and no torchrun,
+    export torchrun's variables from Slurm's: submitit computes the rendezvous (the job's
+    first host, a port from the job id)."""
     if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
         return
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export()
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # set by submitit; srun alone does not
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # rank r: cuda:r
 
 
 def init() -> World:

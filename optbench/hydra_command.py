@@ -210,6 +210,7 @@ def run_hydra_command(
             overrides = jobs[0]
 
     def hydra_task(cfg: DictConfig) -> Any:
+        world = distributed.init()  # a Slurm task started by submitit joins its job's ranks here
         logging.getLogger("optbench").setLevel(logging.INFO if world.main else logging.ERROR)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:

@@ -141,15 +141,25 @@ def test_sigterm_stops_both_ranks_and_resume_equals_the_uninterrupted_run(tmp_pa
         assert torch.equal(tensor, final[name]), name
 
 
-def test_only_rank_0_writes_and_the_files_are_a_single_process_runs(tmp_path):
-    args = [*FAST, "trainer.epochs=1", "optimizer=adamw"]
-    assert (
-        optbench("train", *args, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path).returncode == 0
-    )
-    two = optbench(
-        "train", *args, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path
-    )
-    assert two.returncode == 0, two.stderr
+def slurm_task(rank: int, *args: str, cwd: Path) -> subprocess.Popen:
+    """Task `rank` of a 2-task Slurm job step on this host, as `srun optbench ...` starts it."""
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1",
+             "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost", "SLURM_PROCID": str(rank),
+             "SLURM_LOCALID": str(rank), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return subprocess.Popen(["optbench", *args], cwd=cwd, env=os.environ | slurm,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_slurm_tasks_run_one_run_and_only_rank_0_writes_a_single_process_runs_files(tmp_path):
+    args = ["train", *FAST, "trainer.epochs=1", "optimizer=adamw", "paths.output_dir=out"]
+    one = optbench(*args, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    (tmp_path / "slurm").mkdir()
+    tasks = [slurm_task(rank, *args, cwd=tmp_path / "slurm") for rank in (0, 1)]
+    outputs = [task.communicate(timeout=300) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][1]
+    runs = list((tmp_path / "slurm" / "out" / "train").glob("*/*"))
+    assert len(runs) == 1  # both tasks took rank 0's time-stamped run directory
 
     def files(run_dir: Path) -> list[str]:
         return sorted(
@@ -157,8 +167,13 @@ def test_only_rank_0_writes_and_the_files_are_a_single_process_runs(tmp_path):
             for p in run_dir.rglob("*") if p.is_file()
         )  # fmt: skip
 
-    assert files(tmp_path / "two") == files(tmp_path / "one")
-    assert len(list((tmp_path / "two").glob("events.*"))) == 1
+    assert files(runs[0]) == files(tmp_path / "one")
+    assert len(list(runs[0].glob("events.*"))) == 1
+    assert outputs[1] == ("", "")  # rank 1 printed nothing
+    single = checkpoint.load_latest(tmp_path / "one")[1]["model"]
+    split = checkpoint.load_latest(runs[0])[1]["model"]
+    for key, value in single.items():
+        assert torch.allclose(split[key], value, atol=ADAPTIVE_ATOL), key
 
 
 def test_lr_find_over_two_ranks_finds_the_single_process_lrs(tmp_path):
