@@ -19,6 +19,10 @@ optbench / reference.
   kuangliu/pytorch-cifar. (Not `torchvision.datasets.FakeData`: it draws and converts every
   image in `__getitem__`, about 3x CIFAR-10's per-image cost, which would flatter optbench.)
 
+With `--nproc N`, the comparison is the cost of splitting the run instead: the same optbench
+run as N DDP ranks (`trainer.devices=N`: gloo on the CPU, NCCL on GPUs; the global batch is
+`--batch-size`) against it in one process, on the same machine, one after the other.
+
 Each side trains one warm-up epoch of `--images` images (not timed: cudnn autotuning,
 torch.compile, worker start-up, allocator growth), then `--repeats` timed epochs of
 `--images` images each (`--images // --batch-size` steps). Reported: the median of the
@@ -30,6 +34,7 @@ Run:
     python scripts/bench_throughput.py --model fastcnn --amp bf16
     python scripts/bench_throughput.py --model vit --batch-size 64    # the ViT (6 x 256)
     python scripts/bench_throughput.py --workers 1 --threads 1   # 2 cores: no contention
+    python scripts/bench_throughput.py --nproc 2 --workers 0   # 2 gloo ranks vs 1 process (CPU)
     python scripts/bench_throughput.py --device cuda --model resnet18 --batch-size 512 --amp bf16
         # the issue's target: CIFAR ResNet-18 (width 64), 50,000 images per epoch, 8 workers
 """
@@ -43,6 +48,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs after the warm-up (3)")
     parser.add_argument("--workers", type=int, help="reference DataLoader workers (CPU 2, CUDA 8)")
     parser.add_argument(
+        "--nproc", type=int, default=1, help="> 1: optbench over N DDP ranks vs 1 process (1)"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help=f"torch CPU threads (default {torch.get_num_threads()}); on a loaded machine "
@@ -120,17 +129,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         or args.batch_size < 1
         or (args.threads is not None and args.threads < 1)
         or args.workers < 0
+        or args.nproc < 1
     ):
         parser.error(
-            "--repeats, --batch-size and --threads must be at least 1, --workers at least 0"
+            "--repeats, --batch-size, --threads and --nproc must be at least 1, --workers at least 0"
         )
     if args.images < args.batch_size:
         parser.error(f"--images {args.images} holds no full batch of {args.batch_size}")
     return args
 
 
-def compose_config(args: argparse.Namespace) -> DictConfig:
-    """The `optbench train` config of this benchmark, composed exactly as the CLI composes it."""
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The `optbench train` overrides of this benchmark."""
     epochs = 1 + args.repeats
     overrides = [
         "dataset=synthetic",
@@ -153,8 +163,13 @@ def compose_config(args: argparse.Namespace) -> DictConfig:
     ]
     if args.model == "resnet18":
         overrides.append(f"model.width={args.width}")
+    return overrides
+
+
+def compose_config(args: argparse.Namespace) -> DictConfig:
+    """The benchmark's config, composed exactly as the CLI composes it."""
     with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=train_overrides(args))
 
 
 def run_optbench(cfg: DictConfig) -> list[float]:
@@ -162,6 +177,22 @@ def run_optbench(cfg: DictConfig) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         run_dir = Path(tmp) / "run"
         train(cfg, run_dir)
+        records = [
+            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+    return [r["images_per_s"] for r in records if r["epoch"] > 1]
+
+
+def run_optbench_ranks(args: argparse.Namespace) -> list[float]:
+    """The same, as `optbench train trainer.devices=--nproc` runs it: images/s of all ranks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "-m", "optbench", "train", *train_overrides(args),
+                   f"trainer.devices={args.nproc}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+        done = subprocess.run(command, capture_output=True, text=True, env=os.environ | threads)
+        if done.returncode:
+            raise UserError(done.stderr.strip().splitlines()[-1])
         records = [
             json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
         ]
@@ -263,7 +294,8 @@ def format_table(sides: list[Side], device: torch.device, args: argparse.Namespa
             f"{side.name:<10} {device.type:<6} {model_label(args):<13} {args.batch_size:>5}  "
             f"{side.settings:<30} {side.median:>9.0f} {spread:>15}  {side.data}"
         )
-    lines.append(f"ratio optbench / reference (medians): {sides[0].median / sides[1].median:.2f}x")
+    ratio = sides[0].median / sides[1].median
+    lines.append(f"ratio {sides[0].name} / {sides[1].name} (medians): {ratio:.2f}x")
     return "\n".join(lines)
 
 
@@ -348,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(note)
     print(f"load average at start: {load_average()}", flush=True)
+    if args.nproc > 1:
+        return compare_ranks(args, cfg, settings, device)
     reference = Side(
         "reference",
         "fp32, NCHW, eager",
@@ -364,6 +398,22 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(sides, device, args))
     print("\nMarkdown:")
     print(markdown_row(sides, device, args))
+    return 0
+
+
+def compare_ranks(
+    args: argparse.Namespace, cfg: DictConfig, settings: str, device: torch.device
+) -> int:
+    """--nproc N: optbench over N ranks against optbench in one process."""
+    data = "on-device uint8, batched crop+flip"
+    try:
+        split = Side(f"{args.nproc} ranks", f"{settings}, DDP", data, run_optbench_ranks(args))
+        whole = Side("1 process", settings, data, run_optbench(cfg))
+    except UserError as err:
+        print(f"bench_throughput.py: {err}", file=sys.stderr)
+        return 2
+    print(f"load average at end: {load_average()}\n")
+    print(format_table([split, whole], device, args))
     return 0
 
 
