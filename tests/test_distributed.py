@@ -51,6 +51,10 @@ ADAPTIVE_ATOL = 1e-4  # dividing by sqrt(v) magnifies a rounding difference in s
 LOSS_ONLY = {"soap"}
 
 
+# An LR that overflows within a few steps: the loss turns non-finite on every rank at once.
+DIVERGING = [*FAST, *EPOCHS, "optimizer=momentum", "optimizer.lr=1e4"]
+
+
 def overrides(name: str) -> list[str]:
     return [*FAST, *EPOCHS, *RUNS[name]]
 
@@ -62,7 +66,7 @@ def two_rank_runs(tmp_path_factory) -> Path:
     spec = root / "spec.json"
     spec.write_text(json.dumps({
         "root": str(root / "runs"), "weights": str(root),
-        "runs": {name: overrides(name) for name in RUNS},
+        "runs": {name: overrides(name) for name in RUNS} | {"diverging": DIVERGING},
     }))  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -103,6 +107,17 @@ def test_the_ranks_log_what_a_single_process_logs(two_rank_runs, tmp_path):
         assert a["train_acc"] == pytest.approx(b["train_acc"], abs=1e-6)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_a_nonfinite_step_stops_every_rank_with_one_diagnosis(two_rank_runs, tmp_path):
+    whole = train(compose_config(*DIVERGING), tmp_path / "whole")
+    split = json.loads((two_rank_runs / "runs" / "diverging" / "results.json").read_text())
+    assert whole["status"] == split["status"] == "diverged"
+    assert split["diagnosis"]["step"] == whole["diagnosis"]["step"]
+    assert split["diagnosis"]["nonfinite_grads"] == whole["diagnosis"]["nonfinite_grads"]
+    rank0 = torch.load(two_rank_runs / "diverging.rank0.pt")
+    rank1 = torch.load(two_rank_runs / "diverging.rank1.pt")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # both kept the last good state
 
 
 def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -49,7 +49,8 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "CPU"
 
 
-def run_info(device: torch.device) -> dict[str, Any]:
+def run_info(device: torch.device, processes: int = 1) -> dict[str, Any]:
+    """Where and how the run was started (`device` is rank 0's of `processes` DDP ranks)."""
     return {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -59,5 +60,6 @@ def run_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": str(device),
         "device_name": device_name(device),
+        "processes": processes,
         "host": platform.node(),
     }

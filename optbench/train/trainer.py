@@ -205,7 +205,9 @@ class Training:
         elif main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(run.cfg, resolve=True))
-            atomic_write_json(run_dir / "run_info.json", run_info(run.plan.device))
+            atomic_write_json(
+                run_dir / "run_info.json", run_info(run.plan.device, run.plan.world.size)
+            )
         purge = state.step if resume else None
         writer = SummaryWriter(str(run_dir), purge_step=purge) if main else DiscardingWriter()
         training_log = TrainingLog(
