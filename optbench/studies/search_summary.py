@@ -16,13 +16,9 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
 from optbench.studies.optuna_study import FINISHED
+from optbench.studies.search_outputs import HISTORY_PNG, IMPORTANCE_PNG, SUMMARY_NAME
 from optbench.tracking.figures import save_png
 from optbench.tracking.files import atomic_write_json, json_safe
-
-SUMMARY_NAME = "search.json"
-HISTORY_PNG = "optimization_history.png"
-IMPORTANCE_PNG = "param_importances.png"
-PNG_NAMES = (HISTORY_PNG, IMPORTANCE_PNG)
 
 
 def importances(study: optuna.Study) -> dict[str, float] | None:
