@@ -71,7 +71,7 @@ def read_settings(block: Any) -> SearchSettings:
     """`search:` as plain data; a one-line UserError for anything unusable, before any file."""
     if not isinstance(block, dict):
         raise UserError("the config has no search: block; start from +experiment=lr_wd_search")
-    known = set(SearchSettings.__dataclass_fields__) | {"per_optimizer"}
+    known = set(SearchSettings.__dataclass_fields__) | {"per_optimizer", "optimizers"}
     unknown = sorted(set(block) - known)
     if unknown:
         raise UserError(f"unknown key search.{unknown[0]}; search takes {', '.join(sorted(known))}")
@@ -95,7 +95,7 @@ def read_settings(block: Any) -> SearchSettings:
     if not isinstance(reclaim, bool):
         raise UserError(f"search.reclaim must be true or false, got {reclaim!r}")
     return SearchSettings(
-        space=read_space(block.get("space"), block.get("per_optimizer")),
+        space=read_space(block.get("space"), block.get("per_optimizer"), block.get("optimizers")),
         n_trials=require_int(block.get("n_trials"), "search.n_trials", 1),
         sampler=sampler,
         seed=require_int(block.get("seed", 0), "search.seed", 0),

@@ -1,16 +1,17 @@
 """A search space written in the config, checked once, sampled by an Optuna trial.
 
     search:
-      space:                        # sampled in every trial
-        optimizer.lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}
-        optimizer: {type: categorical, choices: [adamw, lion]}
+      optimizers: [adamw, lion]     # optional: the optimizer config group, a categorical choice
+      space:                        # sampled in every trial, nested like the config
+        optimizer:
+          lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}
       per_optimizer:                # sampled only in the trials of that optimizer
-        lion: {optimizer.lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true}}
+        lion: {optimizer: {lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true}}}
 
-Keys are config keys (a trial overrides them); `optimizer` is the config group. A key in a
+A mapping with a `type` is one dimension, named by its config key (`optimizer.lr`); nesting
+keeps every field overridable (`search.space.optimizer.lr.high=0.5`). A key in a
 `per_optimizer` section replaces the same key of `space` for that optimizer, so each optimizer
-can have its own ranges. Optuna samples the space define-by-run, so the conditional part needs
-no more than an `if`.
+can have its own ranges. Optuna samples define-by-run, so the conditional part is an `if`.
 """
 
 from __future__ import annotations
@@ -33,18 +34,21 @@ _FIELDS = {
 
 @dataclass(frozen=True)
 class Dimension:
-    """One key to sample: its Optuna distribution, checked."""
+    """One config key to sample: its Optuna distribution, checked, and its name in the study
+    (`lion/optimizer.lr` in a per-optimizer section: a parameter of its own, not one
+    `optimizer.lr` with two ranges)."""
 
     key: str
     distribution: optuna.distributions.BaseDistribution
+    name: str = ""
 
     def suggest(self, trial: optuna.Trial) -> Any:
-        d = self.distribution
+        d, name = self.distribution, self.name or self.key
         if isinstance(d, optuna.distributions.CategoricalDistribution):
-            return trial.suggest_categorical(self.key, d.choices)
+            return trial.suggest_categorical(name, d.choices)
         if isinstance(d, optuna.distributions.IntDistribution):
-            return trial.suggest_int(self.key, d.low, d.high, step=d.step, log=d.log)
-        return trial.suggest_float(self.key, d.low, d.high, step=d.step, log=d.log)
+            return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
 
     def corners(self) -> tuple[Any, Any]:
         """The two extremes: what the preflight checks before any trial runs."""
@@ -82,33 +86,47 @@ class SearchSpace:
         return values
 
 
-def read_space(space: Any, per_optimizer: Any) -> SearchSpace:
-    """`search.space` and `search.per_optimizer` as a SearchSpace; one-line UserError if wrong."""
+def read_space(space: Any, per_optimizer: Any, optimizers: Any) -> SearchSpace:
+    """`search.space`, `.per_optimizer` and `.optimizers` as a SearchSpace; one-line UserError."""
     if not isinstance(space, dict) or not space:
         raise UserError("search.space must map config keys to {type: float|int|categorical, ...}")
-    common = tuple(_dimension(k, v, f"search.space.{k}") for k, v in space.items())
+    common = _dimensions(space, "search.space")
+    if GROUP_KEY in {d.key for d in common}:
+        raise UserError("search.space.optimizer cannot be a dimension; list search.optimizers")
+    if optimizers is not None:
+        if not (isinstance(optimizers, list) and optimizers) or not all(
+            isinstance(o, str) for o in optimizers
+        ):
+            raise UserError(f"search.optimizers must list optimizer names, got {optimizers!r}")
+        choice = optuna.distributions.CategoricalDistribution(optimizers)
+        common = (Dimension(GROUP_KEY, choice), *common)
     sections = {}
     for name, section in (per_optimizer or {}).items():
         where = f"search.per_optimizer.{name}"
-        if not isinstance(section, dict):
-            raise UserError(f"{where} must map config keys to search entries, got {section!r}")
-        if GROUP_KEY in section:
-            raise UserError(f"{where} cannot choose the optimizer; put it in search.space")
-        sections[name] = tuple(_dimension(k, v, f"{where}.{k}") for k, v in section.items())
-    result = SearchSpace(common, sections)
-    if GROUP_KEY in space:
-        choices = result.optimizers("")
-        for name in sections:
-            if name not in choices:
-                raise UserError(
-                    f"search.per_optimizer.{name}: '{name}' is not among the searched "
-                    f"optimizers {choices}"
-                )
-    return result
+        if optimizers is not None and name not in optimizers:
+            raise UserError(f"{where}: '{name}' is not in search.optimizers {optimizers}")
+        sections[name] = tuple(
+            Dimension(d.key, d.distribution, f"{name}/{d.key}") for d in _dimensions(section, where)
+        )
+    return SearchSpace(common, sections)
+
+
+def _dimensions(tree: Any, where: str, prefix: str = "") -> tuple[Dimension, ...]:
+    """The leaves of a nested mapping: each mapping with a `type` is one dimension."""
+    if not isinstance(tree, dict):
+        raise UserError(f"{where} must be {{type: float|int|categorical, ...}}, got {tree!r}")
+    if "type" in tree:
+        return (_dimension(prefix, tree, where),)
+    found: tuple[Dimension, ...] = ()
+    for key, sub in tree.items():
+        found += _dimensions(
+            sub, f"{where}.{key}", f"{prefix}{key}" if not prefix else f"{prefix}.{key}"
+        )
+    return found
 
 
 def _dimension(key: str, entry: Any, where: str) -> Dimension:
-    kind = entry.get("type") if isinstance(entry, dict) else None
+    kind = entry.get("type")
     if kind not in _FIELDS:
         raise UserError(f"{where} must be {{type: float|int|categorical, ...}}, got {entry!r}")
     unknown = sorted(set(entry) - _FIELDS[kind])
@@ -121,11 +139,7 @@ def _dimension(key: str, entry: Any, where: str) -> Dimension:
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}.choices must be a non-empty list, got {choices!r}")
-        if key == GROUP_KEY and not all(isinstance(c, str) for c in choices):
-            raise UserError(f"{where}.choices must name optimizers, got {choices!r}")
         return Dimension(key, optuna.distributions.CategoricalDistribution(choices))
-    if key == GROUP_KEY:
-        raise UserError(f"{where}: the optimizer is chosen with type: categorical")
     low, high, log, step = (entry.get(f) for f in ("low", "high", "log", "step"))
     log = False if log is None else log
 
