@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
@@ -26,8 +28,7 @@ from optbench.studies.search_space import SearchSpace, read_space
 
 log = logging.getLogger("optbench")
 
-# seed -> sampler. QMC keeps one seed in every worker: its points are one Sobol sequence that
-# the workers share; the others add the worker's index, or every worker would propose the same.
+# seed -> sampler (make_sampler chooses the seed).
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
@@ -136,10 +137,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 def open_study(settings: SearchSettings, url: str, maximize: bool) -> optuna.Study:
     """Create the study, or load it to go on: the same storage and name resume a search."""
     direction = "maximize" if maximize else "minimize"
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(settings.study_name)
+        earlier = len(storage.get_all_trials(study_id, deepcopy=False))
+    except KeyError:
+        earlier = 0
     study = optuna.create_study(
-        storage=open_storage(url),
+        storage=storage,
         study_name=settings.study_name,
-        sampler=make_sampler(settings),
+        sampler=make_sampler(settings, earlier),
         pruner=PRUNERS[settings.pruner](**settings.pruner_options),
         direction=direction,
         load_if_exists=True,
@@ -152,9 +159,16 @@ def open_study(settings: SearchSettings, url: str, maximize: bool) -> optuna.Stu
     return study
 
 
-def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
-    offset = 0 if settings.sampler == "qmc" else settings.worker
-    return SAMPLERS[settings.sampler](settings.seed + offset)
+def make_sampler(settings: SearchSettings, earlier: int) -> optuna.samplers.BaseSampler:
+    """The sampler, seeded from search.seed, the worker and the trials the study already has:
+    reproducible, yet a second worker or a resumed study does not repeat the first's proposals.
+    QMC keeps search.seed: its points are one Sobol sequence, indexed by the study."""
+    seed = settings.seed
+    if settings.sampler != "qmc":
+        seed = int(np.random.SeedSequence([seed, settings.worker, earlier]).generate_state(1)[0])
+    with warnings.catch_warnings():  # "QMCSampler is experimental": chosen knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[settings.sampler](seed)
 
 
 def reclaim_running(study: optuna.Study) -> list[int]:
