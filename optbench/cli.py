@@ -54,6 +54,16 @@ def _tune(args: list[str]) -> int:
     return main(args)
 
 
+def _search(args: list[str]) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UserError("search needs Optuna: pip install 'optbench[sweeps]'") from None
+    from optbench.commands.search import main
+
+    return main(args)
+
+
 def _report(args: list[str]) -> int:
     from optbench.commands.report import run_report
 
@@ -81,6 +91,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "tune": Command(
         "equal tuning budget per optimizer, then each best rerun on fresh seeds", _tune
+    ),
+    "search": Command(
+        "hyperparameter search with Optuna: pruning, resume, parallel workers", _search
     ),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),

@@ -57,6 +57,23 @@ ROWS = [
     ("schedule", ["optimizer.lr=auto"], "give a number to preview it"),
     ("schedule", ["hydra.run.dir={file}/x"], "is a file, not a folder"),
     ("toy", ["hydra.run.dir={file}/x"], "is a file, not a folder"),
+    ("search", [], "the config has no search: block"),
+    ("search", ["+experiment=lr_wd_search", "search.sampler=nope"], "search.sampler must be one of tpe"),
+    ("search", ["+experiment=lr_wd_search", "search.pruner=nope"], "search.pruner must be one of none"),
+    ("search", ["+experiment=lr_wd_search", "search.n_trials=0"], "search.n_trials must be an integer >= 1"),
+    ("search", ["+experiment=lr_wd_search", "search.space.optimizer.lr.type=normal"],
+     "search.space.optimizer.lr must be {type: float|int|categorical"),
+    ("search", ["+experiment=lr_wd_search", "+search.space.optimizer.lr.lo=1"], "unknown field lo"),
+    ("search", ["+experiment=lr_wd_search", "search.space.optimizer.lr.low=1.0"], "needs low < high"),
+    ("search", ["+experiment=lr_wd_search", "search.space.optimizer.lr.low=0"],
+     "on a log scale, so low must be > 0"),
+    ("search", ["+experiment=lr_wd_search", "+search.space.optimizer.foo={type:float,low:1,high:2}"],
+     "unknown key optimizer.foo in the space of adamw"),
+    ("search", ["+experiment=lr_wd_search", "search.storage=nope"], "is not a storage URL"),
+    ("search", ["+experiment=lr_wd_search", "search.pruner=median", "search.pruner_options={x:1}"],
+     "search.pruner_options for median"),
+    ("search", ["+experiment=lr_wd_search", "search.optimizers=[adamw]"],
+     "search.per_optimizer.lion: 'lion' is not in search.optimizers"),
 ]
 # fmt: on
 
@@ -77,7 +94,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     args = [
         o.replace("{file}", places["{file}"]).replace("{dir}", places["{dir}"]) for o in overrides
     ]
-    small = SMALL if command in ("train", "lr-find", "schedule") else []
+    small = SMALL if command in ("train", "lr-find", "schedule", "search") else []
     for group in ("model", "dataset"):  # a row that picks its own model or dataset
         if any(o.startswith(f"{group}=") for o in overrides):
             small = [o for o in small if not o.startswith(group)]

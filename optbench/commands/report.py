@@ -25,6 +25,7 @@ from optbench.report.document import (
 from optbench.report.document import plots as figures
 from optbench.report.tables import groups_csv, rich_contrast_table, rich_table, runs_csv
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
+from optbench.studies.search_outputs import report_section
 from optbench.tracking.console import console
 from optbench.tracking.files import atomic_write_text
 
@@ -156,7 +157,7 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     if c.times is not None:
         plots.plot_profiles(c.times, c.summaries, out / PROFILE_PLOT)
         written.append(PROFILE_PLOT)
-    atomic_write_text(out / "report.md", report_markdown(c))
+    atomic_write_text(out / "report.md", report_markdown(c) + report_section(c.roots, out))
     return written
 
 

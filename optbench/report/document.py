@@ -10,7 +10,7 @@ from optbench.report.baselines import BaselineComparison
 from optbench.report.comparison import Comparison
 from optbench.report.groups import short_key
 from optbench.report.headline import Headline
-from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
+from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.summary import Summary
 from optbench.report.tables import markdown_contrast_table, markdown_table
@@ -100,6 +100,8 @@ def _why(run: Run) -> str:
         return f"malformed results.json ({malformed(run.results)})"
     if run.status == INTERRUPTED:
         return f"interrupted after {run.result('epochs')} of {run.result('planned_epochs')} epochs"
+    if run.status == PRUNED:
+        return f"pruned by the search after {run.result('epochs')} of {run.result('planned_epochs')} epochs"
     return run.status
 
 
@@ -137,7 +139,8 @@ def report_markdown(c: Comparison) -> str:
         f"{len(c.runs)} runs under {where}, {completed} completed, in {len(c.summaries)} groups "
         f"that differ in: {swept}.\n",
         "Each row: mean ± sample std over the completed seeds of a group, and a 95% t-interval "
-        "for the mean (see below); failed, unfinished, diverged and interrupted runs are counted "
+        "for the mean (see below); failed, unfinished, diverged, interrupted and pruned runs are "
+        "counted "
         "in *runs ok* and *not in means*, never averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
         "target, at its cumulative training time (evaluation excluded), over the runs that "
         "reached it; *reached target* counts completed and diverged runs, a diverged run being "

@@ -11,7 +11,7 @@ from typing import Any
 
 from optbench.config import is_bookkeeping
 from optbench.report.headline import Headline
-from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
+from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 
 SEED_KEY = "trainer.seed"
 # Settings that change where or how a run logs, not what it trains; never a group of their own
@@ -64,7 +64,8 @@ class Group:
 
     def status_counts(self) -> dict[str, int]:
         """Runs that are not in the means, by status."""
-        counts = {s: len(self.with_status(s)) for s in (FAILED, DIVERGED, INTERRUPTED, MALFORMED)}
+        left_out = (FAILED, DIVERGED, INTERRUPTED, PRUNED, MALFORMED)
+        counts = {s: len(self.with_status(s)) for s in left_out}
         other = len(self.runs) - len(self.completed) - sum(counts.values())
         return {s: n for s, n in (counts | {"other status": other}).items() if n}
 

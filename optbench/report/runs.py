@@ -13,9 +13,11 @@ from omegaconf.errors import OmegaConfBaseException
 from optbench.config import flatten
 from optbench.errors import UserError
 from optbench.report.headline import Headline
-from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, malformed
+from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, malformed
 
-__all__ = ["COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "Run", "load_runs"]
+__all__ = [
+    "COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "PRUNED", "Run", "load_runs",
+]  # fmt: skip
 
 # Hydra writes .hydra/ when it starts a job; the trainer writes results.json when it ends.
 RUN_MARKERS = (".hydra/config.yaml", "results.json")

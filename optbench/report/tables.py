@@ -22,7 +22,7 @@ from optbench.report.baselines import (
 )
 from optbench.report.groups import Stat, short_key, show_value
 from optbench.report.headline import Headline
-from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, Run
+from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.summary import Summary, result_metrics
 from optbench.report.targets import time_to_target
@@ -226,6 +226,7 @@ def groups_csv(summaries: list[Summary], swept: list[str], against: BaselineComp
             "failed_unfinished": counts.get(FAILED, 0),
             "diverged": counts.get(DIVERGED, 0),
             "interrupted": counts.get(INTERRUPTED, 0),
+            "pruned": counts.get(PRUNED, 0),
             "malformed": counts.get(MALFORMED, 0),
             "target": s.target,
             "reached_target": s.reached,

@@ -14,6 +14,8 @@ from typing import Any, Literal, TypedDict
 Status = Literal["completed", "diverged", "interrupted", "pruned"]
 STATUSES: tuple[Status, ...] = ("completed", "diverged", "interrupted", "pruned")
 COMPLETED, DIVERGED, INTERRUPTED = "completed", "diverged", "interrupted"
+# Stopped early by a search's pruner: its value so far was not promising enough to go on.
+PRUNED = "pruned"
 
 
 class Reached(TypedDict):

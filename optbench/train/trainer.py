@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from optbench.tracking.console import ProgressBar, console, summary_table
 from optbench.tracking.diagnostics import StepDiagnostics
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
-from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, Results, best_key
+from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, Results, best_key
 from optbench.tracking.run_info import run_info
 from optbench.tracking.training_log import DiscardingWriter, EpochTotals, TrainingLog
 from optbench.train import checkpoint
@@ -78,11 +78,14 @@ def optimizer_steps(batches: Iterable[Batch], accumulation: int) -> Iterator[lis
         yield group
 
 
-def train(cfg: DictConfig, run_dir: Path) -> Results:
+def train(
+    cfg: DictConfig, run_dir: Path, on_evaluation: Callable[[int, float], bool] | None = None
+) -> Results:
     """Train as `cfg` says, write everything into `run_dir`, return the results.
 
     With `trainer.resume` the run continues from a checkpoint, in the run directory that
-    holds it, and ends exactly as the uninterrupted run would have.
+    holds it, and ends exactly as the uninterrupted run would have. `on_evaluation(epoch,
+    value of the main metric)` hears every evaluation; True stops the run as "pruned".
     """
     wall_start = time.perf_counter()
     resume = find_resume(cfg.trainer.resume, run_dir)
@@ -98,6 +101,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Results:
             checkpoint.remove_partial_writes(run_dir)  # of a write killed before its rename
         lr_finder = _find_auto_lr(run, run_dir) if run.base_lr is None else None
         training = Training.start(run, run_dir, lr_finder, resume)
+        training.on_evaluation = on_evaluation
         bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress and main)
         with StopSignals() as stop, bar:
             status, diagnosis = _train_epochs(training, stop, bar)
@@ -161,6 +165,8 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
         record = tr.end_epoch(epoch)
         if tr.stop_requested(stop, True):
             status = INTERRUPTED
+        elif tr.prune and state.epoch < plan.epochs:
+            status = PRUNED
         if status != COMPLETED or (t.checkpoint_every and state.epoch % t.checkpoint_every == 0):
             tr.save()
         # Logged once the checkpoint is on disk: a signal after this line stops the next epoch.
@@ -182,6 +188,8 @@ class Training:
     writer: SummaryWriter
     log: TrainingLog
     diagnostics: StepDiagnostics
+    on_evaluation: Callable[[int, float], bool] | None = None  # a search's pruner listening
+    prune: bool = False  # what on_evaluation answered last
 
     @classmethod
     def start(
@@ -291,6 +299,8 @@ class Training:
         if evaluated:
             run.schedule.evaluated(record, state.step)
             self._note_progress(record, epoch + 1)
+            if self.on_evaluation is not None:
+                self.prune = self.on_evaluation(epoch + 1, record[self.run.metric_name()])
         state.epoch, state.batch, state.last = epoch + 1, 0, record
         state.records += 1
         self.totals = EpochTotals()

@@ -1,0 +1,196 @@
+"""`optbench search`: a hyperparameter search driven by Optuna, each trial an optbench training run.
+
+    optbench search +experiment=lr_wd_search [overrides ...]
+
+The `search:` block of the config (configs/experiment/lr_wd_search.yaml documents every key) names
+the space, the sampler, the pruner and the storage. Everything is checked before anything is
+written: the settings, the keys of the space, and the training configs at both ends of every
+range. Then `search.workers` processes ask the shared study for trials until `search.n_trials`
+are finished, each training `<sweep dir>/<trial number>_<values>/` in-process; the command
+writes `<sweep dir>/search.json` and the plots at the end. Running the same command again with
+`hydra.sweep.dir=<sweep dir>` goes on with the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from optbench.errors import UserError
+from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
+from optbench.run import build_run
+from optbench.studies.optuna_study import (
+    FINISHED,
+    JOURNAL_PREFIX,
+    SearchSettings,
+    count,
+    open_study,
+    read_settings,
+    reclaim_running,
+    work,
+)
+from optbench.studies.search_summary import write_summary
+from optbench.studies.search_trial import CONFIG_NAME, TrialRunner, compose_trial
+from optbench.train.preflight import check_train_config
+
+PROG = "optbench search"
+LOCK_NAME = ".search.lock"
+# What the command sets for the worker processes it starts.
+_WORKER_KEYS = ("hydra.sweep.dir", "search.workers", "search.worker", "search.reclaim")
+log = logging.getLogger("optbench")
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class Search:
+    settings: SearchSettings
+    overrides: list[str]
+    sweep_dir: Path
+    storage_url: str
+    maximize: bool
+    default_optimizer: str
+
+
+def prepare(overrides: list[str]) -> Search:
+    """Compose and check everything the search will run; writes nothing."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        for o in parsed:
+            if o.is_sweep_override():
+                raise UserError(
+                    f"'{o.input_line}' lists several values; put what to search in search.space"
+                )
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+            cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+            block = OmegaConf.to_container(cfg.search, resolve=True) if "search" in cfg else None
+            sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
+        settings = read_settings(block)
+        default_optimizer = str(cfg.optimizer.name)
+        maximize = _check_trials(settings, overrides, default_optimizer)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(one_line(err)) from None
+    check_output_location(sweep_dir)
+    url = settings.storage_url(sweep_dir)
+    if url.startswith(JOURNAL_PREFIX):
+        check_output_location(Path(url[len(JOURNAL_PREFIX) :]).parent)
+    # The workers must share one folder: a ${now:...} in it is resolved here, once.
+    pinned = [o for o in overrides if o.split("=")[0].lstrip("+~") not in _WORKER_KEYS]
+    if "'" in str(sweep_dir) or "\\" in str(sweep_dir):
+        raise UserError(f"the sweep dir must not hold quotes or backslashes: {sweep_dir}")
+    pinned.append(f"hydra.sweep.dir='{sweep_dir}'")
+    return Search(settings, pinned, sweep_dir, url, maximize, default_optimizer)
+
+
+def _check_trials(settings: SearchSettings, overrides: list[str], default: str) -> bool:
+    """Every key of the space exists, and both ends of every range train; returns whether the
+    task's metric is maximised."""
+    maximize = None
+    for optimizer in settings.space.optimizers(default):
+        dims = settings.space.dimensions(optimizer)
+        choice = {"optimizer": optimizer} if optimizer != default else {}
+        base = compose_trial(overrides, choice)
+        for d in dims:
+            if d.key != "optimizer" and OmegaConf.select(base, d.key, default=_ABSENT) is _ABSENT:
+                raise UserError(f"search: unknown key {d.key} in the space of {optimizer}")
+        for end in (0, 1):
+            values = choice | {d.key: d.corners()[end] for d in dims if d.key != "optimizer"}
+            cfg = compose_trial(overrides, values)
+            check_train_config(cfg)
+        if maximize is None:
+            run = build_run(cfg, meta=True)
+            maximize = run.higher_is_better(run.metric_name())
+    return bool(maximize)
+
+
+def search(s: Search) -> optuna.Study:
+    """Open or resume the study, run the workers, write the summary."""
+    s.sweep_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(s.settings, s.storage_url, s.maximize)
+    if s.settings.reclaim and (again := reclaim_running(study)):
+        log.warning("trials %s were left running by a stopped worker: asked again", again)
+    done = count(study, FINISHED)
+    log.info("study '%s' in %s: %d of %d trials finished", study.study_name, s.storage_url,
+             done, s.settings.n_trials)  # fmt: skip
+    if s.settings.workers == 1:
+        runner = TrialRunner(
+            study, s.settings.space, s.overrides, s.default_optimizer, s.sweep_dir,
+            s.settings.worker,
+        )  # fmt: skip
+        work(study, s.settings.n_trials, s.sweep_dir / LOCK_NAME, runner)
+    else:
+        _run_workers(s)
+    write_summary(study, s.sweep_dir, s.storage_url)
+    return study
+
+
+def _run_workers(s: Search) -> None:
+    """`search.workers` processes of this command, one study: each asks when it is free."""
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "optbench",
+                "search",
+                *s.overrides,
+                "search.workers=1",
+                f"search.worker={i}",
+                "search.reclaim=false",
+            ]
+        )
+        for i in range(s.settings.workers)
+    ]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        raise WorkerFailed(f"search workers exited with codes {codes}", max(codes))
+
+
+class WorkerFailed(Exception):
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+USAGE = f"""usage: {PROG} [OVERRIDE ...]
+
+Search hyperparameters with Optuna: each trial is an optbench train run with the sampled values
+as overrides. The search: block of the config sets the space, sampler, pruner, storage and
+workers; start from +experiment=lr_wd_search, e.g.
+  {PROG} +experiment=lr_wd_search search.n_trials=16 search.pruner=median
+  {PROG} +experiment=lr_wd_search search.workers=2 hydra.sweep.dir=outputs/search/lr_wd
+Writes <sweep dir>/<trial>_<values>/ per trial, <sweep dir>/optuna.db, search.json and plots;
+the same command with the same hydra.sweep.dir resumes the study."""
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    if flags := [a for a in argv if a.startswith("-")]:
+        raise UserError(f"unknown option {flags[0]}; pass optbench train overrides only")
+    plan = prepare(argv)
+    logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        study = search(plan)
+    except WorkerFailed as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.returncode
+    finished = count(study, FINISHED)
+    best = (
+        f"best trial {study.best_trial.number}: {study.best_value:.4g} with {study.best_params}"
+        if count(study, (optuna.trial.TrialState.COMPLETE,))
+        else "no completed trial yet"
+    )
+    print(f"{PROG}: {finished} trials finished; {best}; wrote {plan.sweep_dir / 'search.json'}")
+    return 0
