@@ -8,7 +8,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "optbench"
-BASE_MODULES = {"errors", "checks", "config", "distributed", "hydra_command", "__init__", "__main__"}
+BASE_MODULES = {
+    "errors",
+    "checks",
+    "config",
+    "distributed",
+    "hydra_command",
+    "__init__",
+    "__main__",
+}
 
 
 def stated_layers() -> list[list[str]]:
