@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer: SGD lr 0.1, momentum 0.9, weight decay 5e-4; optbench builds it with its "
         "factory (fused on CUDA, no decay on biases and norms), the reference as the tutorial does"
     )
-    note = oversubscription_note(args, device)
+    note = oversubscription_note(args, device) if args.nproc == 1 else None
     if note:
         print(note)
     print(f"load average at start: {load_average()}", flush=True)
