@@ -23,6 +23,7 @@ from optbench.optim.hessian import HutchinsonHessian
 from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
 from optbench.run.auto_lr import auto_keys
 from optbench.run.hyperparameters import set_lrs, set_step_hyperparameters, start_epoch
+from optbench.run.lookahead import Lookahead
 from optbench.run.nonfinite import DeferredGuard
 from optbench.run.plan import RunPlan, plan_run
 from optbench.run.rng import seed_everything
@@ -56,6 +57,7 @@ class Run:
     step: TrainStep
     data: RunData | None  # None when built on the meta device
     base_lr: float | None  # the LR the schedule's factor multiplies; None while `auto`
+    lookahead: Lookahead  # airbench's EMA of the weights, applied after each step (or off)
 
     @property
     def group_names(self) -> list[str]:
@@ -157,7 +159,9 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         if plan.deferred_check and not meta
         else None,
     )
-    run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg))
+    lookahead = Lookahead(model, t.lookahead, plan.total_steps)
+    run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg),
+              lookahead)  # fmt: skip
     if run.base_lr is not None:
         run.prepare_step(0)
     return run
