@@ -22,6 +22,7 @@ from optbench.optim import build_optimizer, optimizer_info, with_resolved_optimi
 from optbench.optim.hessian import HutchinsonHessian
 from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
 from optbench.run.auto_lr import auto_keys
+from optbench.run.compilation import check_compile, compile_optimizer_step, compiled_model
 from optbench.run.hyperparameters import set_lrs, set_step_hyperparameters, start_epoch
 from optbench.run.lookahead import Lookahead
 from optbench.run.nonfinite import DeferredGuard
@@ -141,12 +142,16 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         raise UserError(
             f"momentum control needs an optimizer with momentum; {type(optimizer).__name__} keeps none"
         )
+    cycling = momentum.kind == "cyclic" or schedule.cycles_momentum
+    compile_to = check_compile(t, momentum_changes=cycling)
+    if compile_to == "step" and not meta:
+        compile_optimizer_step(optimizer, t.compile_mode)
     info = optimizer_info(cfg.optimizer.name)
     hessian = None
     if info.hessian:
         hessian = HutchinsonHessian(cfg.optimizer.update_period, cfg.optimizer.num_samples)
     step = TrainStep(
-        torch.compile(model) if t.compile and not meta else model,
+        compiled_model(model, "false" if meta else compile_to, t.compile_mode),
         optimizer,
         task,
         device=device,
