@@ -70,8 +70,10 @@ class Run:
         set_lrs(self.optimizer, lr)
 
     def prepare_step(self, step: int) -> None:
-        """Set the LR and momentum of optimizer step `step`."""
+        """Set the LR and momentum of optimizer step `step`, and what trains in its epoch."""
         set_step_hyperparameters(self.optimizer, self.base_lr, self.schedule, self.momentum, step)
+        if hasattr(self.model, "set_epoch"):  # a function of the step, so a resume agrees
+            self.model.set_epoch(step // self.plan.steps_per_epoch)
 
     def start_epoch(self, epoch: int) -> None:
         start_epoch(self.optimizer, self.momentum, epoch)
