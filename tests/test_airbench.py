@@ -49,7 +49,9 @@ def test_airbench_freezes_its_stem_and_batch_norm_scales_and_starts_convs_at_ide
     assert torch.equal(model.whiten.weight, torch.cat([filters, -filters]))
     assert not model.whiten.weight.requires_grad and model.whiten.bias.requires_grad
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert norms and all(m.momentum == 0.6 and not m.weight.requires_grad for m in norms)
+    assert norms and all(
+        m.momentum == pytest.approx(0.4) and not m.weight.requires_grad for m in norms
+    )
     conv = model.group2.conv2  # 16 -> 16 channels
     centre = conv.weight[:, :, 1, 1]
     assert torch.equal(torch.diagonal(centre), torch.ones(16))
@@ -65,6 +67,18 @@ def test_a_run_whitens_from_its_own_training_images_and_keeps_the_stem_frozen(tm
     assert results["status"] == "completed"
     trained = checkpoint.load_latest(tmp_path)[1]["model"]
     assert torch.equal(trained["stem.0.weight"], run.model.whiten.weight)
+
+
+def test_the_whitening_bias_trains_for_its_epochs_then_freezes(tmp_path):
+    cfg = compose_config(*AIRBENCH, "trainer.epochs=3", "model.whiten_bias_epochs=1",
+                         "trainer.keep_checkpoints=3")  # fmt: skip
+    initial = build_run(cfg).model.whiten.bias.detach().clone()
+    assert torch.count_nonzero(initial) == 0  # airbench starts it at zero
+    train(cfg, tmp_path)
+    oldest_first = reversed(checkpoint.list_checkpoints(tmp_path))
+    biases = [checkpoint.load_checkpoint(p)["model"]["stem.0.bias"] for p in oldest_first]
+    assert len(biases) == 3 and not torch.equal(biases[0], initial)  # trained in epoch 1
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])  # then frozen
 
 
 @pytest.mark.parametrize("mode", ["mirror", "mirror_translate"])

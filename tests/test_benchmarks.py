@@ -155,3 +155,24 @@ def test_lm_throughput_prints_tokens_per_second_of_both_sides_and_their_ratio():
         assert row and int(row.group(1)) > 0, out.stdout
     ratio = re.search(r"^ratio optbench / reference \(medians\): ([0-9.]+)x$", out.stdout, re.M)
     assert ratio and float(ratio.group(1)) > 0
+
+
+def test_gpu_benchmark_runs_on_a_cpu_and_prints_a_ratio_and_a_sync_count():
+    out = run_script("bench_gpu.py", "--device", "cpu", "--quick")
+    assert out.returncode == 0, out.stderr
+    ratio = re.search(
+        r"^ratio optbench / tutorial loop: ([0-9.]+)x \(target >= 3x\)$", out.stdout, re.M
+    )
+    assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0, out.stdout
+    epoch = re.search(
+        r"^\(b\) airbench94 recipe: ([0-9.]+) s per epoch, so ([0-9.]+) s for its 10",
+        out.stdout,
+        re.M,
+    )
+    assert epoch and float(epoch.group(2)) == pytest.approx(10 * float(epoch.group(1)), rel=0.01)
+    assert "reported by airbench: 94.01% in 3.83 s" in out.stdout
+    syncs = re.search(
+        r"^\(c\) host syncs per step between log points: ([0-9.]+) ", out.stdout, re.M
+    )
+    assert syncs and float(syncs.group(1)) == 0.0, out.stdout  # the deferred NaN check
+    assert re.search(r"^\(d\) peak memory: n/a on cpu$", out.stdout, re.M)

@@ -41,6 +41,10 @@ class ModelEntry:
     inputs: str = "images"  # images (C, H, W) | tokens (block_size,)
 
 
+def _optional_int(value: object, name: str) -> int | None:
+    return None if value is None else require_int(value, name, 0)
+
+
 def input_kind(info: DatasetInfo) -> str:
     return "images" if len(info.shape) == 3 else "tokens"
 
@@ -61,7 +65,12 @@ MODELS: dict[str, ModelEntry] = {
     "airbench94": ModelEntry(
         "airbench94: fastcnn with a frozen patch-whitening stem, frozen BN scales, Dirac init",
         lambda cfg, info: Airbench94(
-            info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
+            info.shape[0],
+            info.num_classes,
+            widths=widths(cfg.widths, "model.widths", exactly=3),
+            whiten_bias_epochs=_optional_int(
+                cfg.get("whiten_bias_epochs"), "model.whiten_bias_epochs"
+            ),
         ),
     ),
     "vit": ModelEntry(

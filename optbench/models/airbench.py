@@ -4,8 +4,9 @@ On top of the `fastcnn` shape: a frozen 2x2 patch-whitening first layer whose fi
 eigenvectors of the training set's 2x2 patch covariance, scaled by 1/sqrt(eigenvalue + eps),
 and their negatives (`initialize`, called by the build with training images); batch norms
 with frozen scales and momentum 0.6; identity (Dirac) initialisation of each convolution's
-first in-channels filters; a linear head scaled by 1/9. Its training recipe (label
-smoothing, flips, TTA, schedule) lives in the config, as ordinary switches.
+first in-channels filters; a linear head scaled by 1/9; the whitening layer's bias starts at
+zero and trains for the first `whiten_bias_epochs` epochs only (`set_epoch`). Its training
+recipe (label smoothing, flips, TTA, schedule) lives in the config, as ordinary switches.
 """
 
 from __future__ import annotations
@@ -36,18 +37,29 @@ def whitening_filters(images: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 
 
 class Airbench94(FastCNN):
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int, int]):
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: tuple[int, int, int],
+        whiten_bias_epochs: int | None = None,
+    ):  # fmt: skip
         patch = 2
         super().__init__(in_channels, num_classes, widths, stem_width=2 * in_channels * patch**2)
         self.whiten = self.stem[0]
         self.whiten.weight.requires_grad_(False)  # frozen: set once from the data
+        nn.init.zeros_(self.whiten.bias)
+        self.whiten_bias_epochs = whiten_bias_epochs  # None: the bias trains throughout
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
-                module.momentum = 0.6
+                # airbench's momentum 0.6 weighs the old running statistics; torch's, the batch's.
+                module.momentum = 1 - 0.6
                 module.weight.requires_grad_(False)  # frozen scales of 1
             elif isinstance(module, nn.Conv2d) and module is not self.whiten:
                 with torch.no_grad():
                     nn.init.dirac_(module.weight[: module.in_channels])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Freeze the whitening bias once `whiten_bias_epochs` epochs (from 0) have passed."""
+        if self.whiten_bias_epochs is not None:
+            self.whiten.bias.requires_grad_(epoch < self.whiten_bias_epochs)
 
     @torch.no_grad()
     def initialize(self, images: torch.Tensor) -> None:

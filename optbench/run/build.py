@@ -23,7 +23,9 @@ from optbench.optim import build_optimizer, optimizer_info, with_resolved_optimi
 from optbench.optim.hessian import HutchinsonHessian
 from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
 from optbench.run.auto_lr import auto_keys
+from optbench.run.compilation import check_compile, compile_optimizer_step, compiled_model
 from optbench.run.hyperparameters import set_lrs, set_step_hyperparameters, start_epoch
+from optbench.run.lookahead import Lookahead
 from optbench.run.nonfinite import DeferredGuard
 from optbench.run.plan import RunPlan, plan_run
 from optbench.run.rng import seed_everything
@@ -57,6 +59,7 @@ class Run:
     step: TrainStep
     data: RunData | None  # None when built on the meta device
     base_lr: float | None  # the LR the schedule's factor multiplies; None while `auto`
+    lookahead: Lookahead  # airbench's EMA of the weights, applied after each step (or off)
 
     @property
     def group_names(self) -> list[str]:
@@ -68,8 +71,10 @@ class Run:
         set_lrs(self.optimizer, lr)
 
     def prepare_step(self, step: int) -> None:
-        """Set the LR and momentum of optimizer step `step`."""
+        """Set the LR and momentum of optimizer step `step`, and what trains in its epoch."""
         set_step_hyperparameters(self.optimizer, self.base_lr, self.schedule, self.momentum, step)
+        if hasattr(self.model, "set_epoch"):  # a function of the step, so a resume agrees
+            self.model.set_epoch(step // self.plan.steps_per_epoch)
 
     def start_epoch(self, epoch: int) -> None:
         start_epoch(self.optimizer, self.momentum, epoch)
@@ -142,6 +147,10 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         raise UserError(
             f"momentum control needs an optimizer with momentum; {type(optimizer).__name__} keeps none"
         )
+    cycling = momentum.kind == "cyclic" or schedule.cycles_momentum
+    compile_to = check_compile(t, momentum_changes=cycling)
+    if compile_to == "step" and not meta:
+        compile_optimizer_step(optimizer, t.compile_mode)
     info = optimizer_info(cfg.optimizer.name)
     hessian = None
     if info.hessian:
@@ -149,12 +158,12 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     ddp = _data_parallel(model, device) if plan.world.distributed and not meta else None
     trained = ddp or model
     step = TrainStep(
-        torch.compile(trained) if t.compile and not meta else trained,
+        compiled_model(trained, "false" if meta else compile_to, t.compile_mode),
         optimizer,
         task,
         device=device,
         ddp=ddp,
-        eval_model=torch.compile(model) if t.compile and ddp and not meta else None,
+        eval_model=compiled_model(model, compile_to, t.compile_mode) if ddp else None,
         amp=plan.amp,
         clip_mode=t.clip.mode,
         clip_max=t.clip.max,
@@ -164,7 +173,9 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
         if plan.deferred_check and not meta
         else None,
     )
-    run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg))
+    lookahead = Lookahead(model, t.lookahead, plan.total_steps)
+    run = Run(cfg, plan, task, model, optimizer, schedule, momentum, step, data, base_lr(cfg),
+              lookahead)  # fmt: skip
     if run.base_lr is not None:
         run.prepare_step(0)
     return run

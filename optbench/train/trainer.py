@@ -145,6 +145,7 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
                 tr.diagnostics.write(state.step, before)
             tr.totals.add(result)
             tr.advance(len(micro_batches))
+            run.lookahead.after_step(state.step)
             logged = tr.log.step(state.step - 1, result, run.optimizer)
             if logged:
                 bar.update(state.step, f"epoch {epoch + 1}/{plan.epochs}",
@@ -256,6 +257,7 @@ class Training:
             "optimizer": self.run.optimizer.state_dict(),
             "schedule": self.run.schedule.state_dict(),
             "scaler": self.run.step.scaler.state_dict(),
+            "lookahead": self.run.lookahead.state_dict(),
             "rng": rng_state(),
             "state": asdict(self.state),
             "totals": asdict(self.totals),
@@ -459,6 +461,7 @@ def _restore(payload: dict[str, Any], run: Run, state: TrainState, totals: Epoch
     run.optimizer.load_state_dict(payload["optimizer"])
     run.schedule.load_state_dict(payload["schedule"])
     run.step.scaler.load_state_dict(payload["scaler"])
+    run.lookahead.load_state_dict(payload.get("lookahead"))  # absent: written before lookahead
     set_rng_state(payload["rng"])
     for key, value in payload["state"].items():
         setattr(state, key, value)
