@@ -41,33 +41,29 @@ def load_script(name: str):
     return module
 
 
-def test_throughput_prints_both_sides_and_their_ratio():
+def throughput(*args: str, sides: tuple[str, str]) -> str:
+    """Run bench_throughput.py on the tiny MLP; check both sides' rows and their ratio."""
     out = run_script(
         "bench_throughput.py",
-        "--model", "mlp", "--images", "128", "--batch-size", "64", "--repeats", "1",
-        "--workers", "1", "--threads", "1",
+        "--model", "mlp", "--images", "128", "--batch-size", "64", "--repeats", "1", *args,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    for side in ("optbench", "reference"):
+    for side in sides:
         row = re.search(rf"^{side}\s+cpu\s+mlp\s+64\s+.*?\s(\d+)\s+\d+-\d+\s", out.stdout, re.M)
         assert row and int(row.group(1)) > 0, out.stdout
-    ratio = re.search(r"^ratio optbench / reference \(medians\): ([0-9.]+)x$", out.stdout, re.M)
+    label = re.escape(f"ratio {sides[0]} / {sides[1]} (medians): ")
+    ratio = re.search(rf"^{label}([0-9.]+)x$", out.stdout, re.M)
     assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0
-    assert re.search(r"^\| \d{4}-\d\d-\d\d \| .+ \| .+x \|", out.stdout, re.M), out.stdout
+    return out.stdout
+
+
+def test_throughput_prints_both_sides_and_their_ratio():
+    stdout = throughput("--workers", "1", "--threads", "1", sides=("optbench", "reference"))
+    assert re.search(r"^\| \d{4}-\d\d-\d\d \| .+ \| .+x \|", stdout, re.M), stdout
 
 
 def test_throughput_over_two_ranks_prints_both_runs_and_their_ratio():
-    out = run_script(
-        "bench_throughput.py",
-        "--model", "mlp", "--images", "128", "--batch-size", "64", "--repeats", "1",
-        "--nproc", "2", "--threads", "1",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    for side in ("2 ranks", "1 process"):
-        row = re.search(rf"^{side}\s+cpu\s+mlp\s+64\s+.*?\s(\d+)\s+\d+-\d+\s", out.stdout, re.M)
-        assert row and int(row.group(1)) > 0, out.stdout
-    ratio = re.search(r"^ratio 2 ranks / 1 process \(medians\): ([0-9.]+)x$", out.stdout, re.M)
-    assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0
+    throughput("--nproc", "2", "--threads", "1", sides=("2 ranks", "1 process"))
 
 
 def test_optimizer_step_prints_every_optimizer_with_a_time_and_state():
