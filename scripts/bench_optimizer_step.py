@@ -46,7 +46,13 @@ from optbench.run.plan import synchronize
 from optbench.tracking.run_info import device_name
 
 # The trainer's parameter grouping: no weight decay on biases and normalisation weights.
-GROUPS_CFG = {"no_decay_bias_norm": True, "lr_multipliers": {}, "layer_decay": None}
+GROUPS_CFG = {
+    "no_decay_bias_norm": True,
+    "lr_multipliers": {},
+    "layer_decay": None,
+    "norm_lr_multiplier": 1.0,
+    "decay_per_step": False,
+}
 # Defaults of (warm-up steps, timed steps per repeat, repeats) per device type.
 DEFAULT_SCHEDULE = {"cpu": (2, 5, 5), "cuda": (10, 50, 20)}
 

@@ -3,6 +3,8 @@ Dirac init, test-time augmentation and alternating flips."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from helpers import compose_config
 from optbench.data import DatasetInfo, DeviceBatches, ImageSplit
 from optbench.errors import UserError
 from optbench.models import build_model
+from optbench.optim import build_optimizer
 from optbench.models.airbench import WHITENING_EPS, Airbench94, whitening_filters
 from optbench.run import build_run
 from optbench.run.evaluate import evaluate_batches
@@ -56,6 +59,41 @@ def test_airbench_freezes_its_stem_and_batch_norm_scales_and_starts_convs_at_ide
     centre = conv.weight[:, :, 1, 1]
     assert torch.equal(torch.diagonal(centre), torch.ones(16))
     assert torch.count_nonzero(conv.weight[:16]) == 16  # nothing but the identity
+
+
+def airbench_sgd(model: torch.nn.Module, batch_size: int) -> torch.optim.SGD:
+    """airbench94.py's optimizer, written out: its groups, its per-1,024-image LR and decay."""
+    momentum = 0.85
+    kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
+    lr, wd = 11.5 / kilostep_scale, 0.0153 * batch_size / kilostep_scale
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    norm_biases = [p for n, p in named if "norm" in n]
+    other = [p for n, p in named if "norm" not in n]
+    groups = [dict(params=norm_biases, lr=64 * lr, weight_decay=wd / (64 * lr)),
+              dict(params=other, lr=lr, weight_decay=wd / lr)]  # fmt: skip
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=True)
+
+
+def test_the_presets_lr_parametrisation_takes_airbenchs_steps():
+    """Mean loss with the preset's LR, decay and groups == airbench's summed loss and groups,
+    at airbench's batch of 1,024 (the preset's LR is per 1,024 images, as airbench's is)."""
+    cfg = compose_config("+experiment=airbench94", "trainer.device=cpu")
+    torch.manual_seed(0)
+    ours = Airbench94(3, 10, (8, 16, 16))
+    ours.initialize(correlated_images())
+    theirs = copy.deepcopy(ours)
+    optimizer = build_optimizer(ours, cfg.optimizer, cfg.param_groups, torch.device("cpu"))
+    reference = airbench_sgd(theirs, batch_size=1024)
+    assert {g["name"] for g in optimizer.param_groups} == {"decay", "norm/decay"}
+    for _ in range(4):
+        images, labels = torch.randn(1024, 3, 16, 16), torch.randint(0, 10, (1024,))
+        for model, opt, reduction in ((ours, optimizer, "mean"), (theirs, reference, "sum")):
+            loss = F.cross_entropy(model(images), labels, label_smoothing=0.2, reduction=reduction)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_a_run_whitens_from_its_own_training_images_and_keeps_the_stem_frozen(tmp_path):

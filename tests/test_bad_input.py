@@ -48,6 +48,7 @@ ROWS = [
         "too few for pct_start",
     ),
     ("train", ["param_groups.lr_multipliers={backbone:2}"], "the model has no module 'backbone'"),
+    ("train", ["param_groups.norm_lr_multiplier=0"], "norm_lr_multiplier must be positive"),
     ("train", ["dataset.num_classes=1"], "dataset.num_classes must be at least 2"),
     ("train", ["trainer.epoch=3"], "trainer.epoch"),
     ("train", ["dataset.task=ranking"], "unknown task 'ranking'"),

@@ -60,3 +60,19 @@ def test_every_parameter_lands_in_exactly_one_group():
 def test_a_multiplier_for_a_missing_module_is_a_user_error():
     with pytest.raises(UserError, match="no module 'backbone'"):
         parameter_groups(resnet(), weight_decay=0.0, lr_multipliers={"backbone": 0.1})
+
+
+def test_a_norm_multiplier_with_decay_per_step_keeps_every_groups_lr_times_decay():
+    model = resnet()
+    groups = by_name(
+        parameter_groups(
+            model, weight_decay=1e-3, no_decay_bias_norm=False, norm_lr_multiplier=64.0,
+            decay_per_step=True,
+        )  # fmt: skip
+    )
+    norms = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    norm_params = {f"{m}.{p}" for m in norms for p in ("weight", "bias")}
+    assert set(groups["norm/decay"]["param_names"]) == norm_params
+    assert groups["norm/decay"]["lr_scale"] == 64.0
+    for group in groups.values():
+        assert group["lr_scale"] * group["weight_decay"] == pytest.approx(1e-3)

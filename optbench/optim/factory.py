@@ -186,6 +186,8 @@ def build_optimizer(
         no_decay_bias_norm=groups_cfg.no_decay_bias_norm,
         lr_multipliers=groups_cfg.lr_multipliers,
         layer_decay=groups_cfg.layer_decay,
+        norm_lr_multiplier=groups_cfg.norm_lr_multiplier,
+        decay_per_step=groups_cfg.decay_per_step,
     )
     return optimizer_from_groups(groups, cfg, device)
 

@@ -20,6 +20,8 @@ from torch import nn
 
 from optbench.errors import UserError
 
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+
 
 def stage_depths(model: nn.Module) -> dict[str, int]:
     """Depth of each top-level child that owns parameters, in the order the model runs them."""
@@ -53,6 +55,8 @@ def parameter_groups(
     no_decay_bias_norm: bool = True,
     lr_multipliers: Mapping[str, float] | None = None,
     layer_decay: float | None = None,
+    norm_lr_multiplier: float = 1.0,
+    decay_per_step: bool = False,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for `model`.
 
@@ -62,6 +66,10 @@ def parameter_groups(
       matching prefix wins.
     - `layer_decay`: layer d of D gets LR x layer_decay^(D - 1 - d), so the head trains at the
       full LR and the embedding at the smallest (BEiT/ELECTRA-style decay).
+    - `norm_lr_multiplier`: LR factor for the parameters of normalisation layers (airbench94
+      trains its batch-norm biases at 64x the LR).
+    - `decay_per_step`: a group at m x the LR gets weight_decay / m, so its decay per step
+      (lr x weight_decay) is the base group's, whatever its multiplier (airbench94's rule).
     """
     lr_multipliers = {
         str(k): v for k, v in (lr_multipliers or {}).items()
@@ -77,6 +85,16 @@ def parameter_groups(
                 f"param_groups.lr_multipliers: the model has no module '{prefix}'; "
                 f"top-level modules: {', '.join(stage_depths(model))}"
             )
+    if norm_lr_multiplier <= 0:
+        raise UserError(
+            f"param_groups.norm_lr_multiplier must be positive, got {norm_lr_multiplier}"
+        )
+    norm_params = {
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in model.named_modules()
+        if isinstance(module, NORM_LAYERS)
+        for name, _ in module.named_parameters(recurse=False)
+    }
     layers, num_layers = layer_ids(model)
     groups: dict[str, dict[str, Any]] = {}
     # named_parameters lists a parameter shared by two modules (a tied head) once, first name.
@@ -95,6 +113,9 @@ def parameter_groups(
         if prefix is not None:
             factor *= lr_multipliers[prefix]
             name_parts.append(prefix)
+        if full_name in norm_params and norm_lr_multiplier != 1.0:
+            factor *= norm_lr_multiplier
+            name_parts.append("norm")
         decay = not no_decay_bias_norm or decays(model, full_name, param)
         name_parts.append("decay" if decay else "no_decay")
         name = "/".join(name_parts)
@@ -107,7 +128,7 @@ def parameter_groups(
                 "layers": [],
                 "num_layers": num_layers,
                 "lr_scale": factor,
-                "weight_decay": weight_decay if decay else 0.0,
+                "weight_decay": (weight_decay / (factor if decay_per_step else 1.0)) if decay else 0.0,
             },
         )
         group["params"].append(param)
