@@ -14,8 +14,8 @@ from helpers import compose_config
 from optbench.data import DatasetInfo, DeviceBatches, ImageSplit
 from optbench.errors import UserError
 from optbench.models import build_model
-from optbench.optim import build_optimizer
 from optbench.models.airbench import WHITENING_EPS, Airbench94, whitening_filters
+from optbench.optim import build_optimizer
 from optbench.run import build_run
 from optbench.run.evaluate import evaluate_batches
 from optbench.train import checkpoint

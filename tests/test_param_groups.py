@@ -66,9 +66,12 @@ def test_a_norm_multiplier_with_decay_per_step_keeps_every_groups_lr_times_decay
     model = resnet()
     groups = by_name(
         parameter_groups(
-            model, weight_decay=1e-3, no_decay_bias_norm=False, norm_lr_multiplier=64.0,
+            model,
+            weight_decay=1e-3,
+            no_decay_bias_norm=False,
+            norm_lr_multiplier=64.0,
             decay_per_step=True,
-        )  # fmt: skip
+        )
     )
     norms = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     norm_params = {f"{m}.{p}" for m in norms for p in ("weight", "bias")}

@@ -128,7 +128,9 @@ def parameter_groups(
                 "layers": [],
                 "num_layers": num_layers,
                 "lr_scale": factor,
-                "weight_decay": (weight_decay / (factor if decay_per_step else 1.0)) if decay else 0.0,
+                "weight_decay": (weight_decay / (factor if decay_per_step else 1.0))
+                if decay
+                else 0.0,
             },
         )
         group["params"].append(param)
