@@ -48,17 +48,22 @@ def _optimizers(args: list[str]) -> int:
     return run_optimizers(args)
 
 
+def _needs_optuna(command: str) -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UserError(f"{command} needs Optuna: pip install 'optbench[sweeps]'") from None
+
+
 def _tune(args: list[str]) -> int:
+    _needs_optuna("tune")
     from optbench.commands.tune import main
 
     return main(args)
 
 
 def _search(args: list[str]) -> int:
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise UserError("search needs Optuna: pip install 'optbench[sweeps]'") from None
+    _needs_optuna("search")
     from optbench.commands.search import main
 
     return main(args)

@@ -69,7 +69,26 @@ ROWS = [
     ("search", ["+experiment=lr_wd_search", "search.space.optimizer.lr.low=0"],
      "on a log scale, so low must be > 0"),
     ("search", ["+experiment=lr_wd_search", "+search.space.optimizer.foo={type:float,low:1,high:2}"],
-     "unknown key optimizer.foo in the space of adamw"),
+     "unknown key optimizer.foo in the search space of adamw"),
+    ("search", ["+experiment=lr_wd_search", "optimizer.lr=0.01"],
+     "'optimizer.lr=0.01' sets optimizer.lr, which the search samples"),
+    ("search", ["+experiment=lr_wd_search", "search.optimizers=[adamw,lion]", "optimizer=lion"],
+     "'optimizer=lion' sets optimizer, which the search samples"),
+    ("tune", [], "the config has no tuning: block"),
+    ("tune", ["+experiment=tuning", "tuning.studies=0"], "tuning.studies must be an integer >= 1"),
+    ("tune", ["+experiment=tuning", "tuning.optimizers=[adam,nope]"], "unknown optimizer 'nope'"),
+    ("tune", ["+experiment=tuning", "tuning.optimizers=[adam,rmsprop]"],
+     "tuning.spaces has no search space for 'rmsprop'"),
+    ("tune", ["+experiment=tuning", "+tuning.spaces.prodigy={optimizer:{lr:{type:float,low:0.1,high:1.0}}}"],
+     "tuning.spaces.prodigy: prodigy is self-tuning"),
+    ("tune", ["+experiment=tuning", "tuning.self_tuning_budget=0.5"],
+     "tuning.self_tuning_budget must be a number >= 1"),
+    ("tune", ["+experiment=tuning", "tuning.eval_seeds=[0,1]"], "must be fresh seeds, but 0 is tuning.seed"),
+    ("tune", ["+experiment=tuning", "tuning.spaces.adam.optimizer.lr.low=1.0"], "needs low < high"),
+    ("tune", ["+experiment=tuning", "optimizer=adam"], "sets what the tuning protocol sets per run"),
+    ("tune", ["+experiment=tuning", "optimizer.lr=0.1"], "sets what the tuning protocol sets per run"),
+    ("tune", ["+experiment=tuning", "trainer.seed=1,2"], "lists several values"),
+    ("tune", ["+experiment=tuning", "tuning.pruner=nope"], "tuning.pruner must be one of none"),
     ("search", ["+experiment=lr_wd_search", "search.storage=nope"], "is not a storage URL"),
     ("search", ["+experiment=lr_wd_search", "search.pruner=median", "search.pruner_options={x:1}"],
      "search.pruner_options for median"),
@@ -95,7 +114,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     args = [
         o.replace("{file}", places["{file}"]).replace("{dir}", places["{dir}"]) for o in overrides
     ]
-    small = SMALL if command in ("train", "lr-find", "schedule", "search") else []
+    small = SMALL if command in ("train", "lr-find", "schedule", "search", "tune") else []
     for group in ("model", "dataset"):  # a row that picks its own model or dataset
         if any(o.startswith(f"{group}=") for o in overrides):
             small = [o for o in small if not o.startswith(group)]

@@ -1,7 +1,7 @@
 """Experiment presets, launchers and sweepers: they compose, and they run what they promise.
 
 Runs are tiny (synthetic data, a one-layer MLP, one epoch); most of the time goes into starting
-processes: the launchers' workers, submitit's tasks and the tuning protocol's two sweeps.
+processes: the launchers' workers and submitit's tasks (the tuning protocol: tests/test_tune.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from optbench.commands import tune as tuning
 from optbench.errors import UserError
 from optbench.hydra_command import job_overrides, preflight
 from optbench.train.preflight import check_train_config
@@ -246,111 +245,3 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_in_its_run_directory(t
     assert "resuming" in (run_dir / "train.log").read_text()
     submitit_log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
     assert "Caught signal SIGUSR2" in submitit_log and "preempted" in submitit_log
-
-
-# --- the tuning protocol ---------------------------------------------------------------------
-
-
-def settings(**changes) -> tuning.Settings:
-    cfg = compose_job("+experiment=tuning")
-    for key, value in changes.items():
-        OmegaConf.update(cfg, f"tuning.{key}", value)
-    return tuning.read_settings(cfg)
-
-
-def test_the_tuning_preset_plans_an_equal_budget_whose_runs_pass_the_run_checks():
-    overrides = ["+experiment=tuning"]
-    s, root = tuning.compose_study(overrides, tuning.parse_overrides(overrides))
-    assert s.optimizers == ("momentum", "nesterov", "adam", "adamw", "lion", "lamb")
-    trials = tuning.plan_trials(s)
-    assert len(trials) == 6 * 16 and {t.optimizer for t in trials[::16]} == set(s.optimizers)
-    assert s.seed not in s.eval_seeds and root.is_absolute()
-
-
-def test_every_optimizer_gets_the_same_quasi_random_points_of_its_own_log_space():
-    s = settings(optimizers=["adam", "lion"], trials=8)
-    trials = tuning.plan_trials(s)
-    assert [t.name for t in trials[:2]] == ["adam_00", "adam_01"] and len(trials) == 16
-
-    def unit(t):  # a trial's point mapped back onto the unit square
-        space = s.spaces[t.optimizer]
-        return [math.log(t.params[k] / lo) / math.log(hi / lo) for k, (lo, hi) in space.items()]
-
-    adam, lion = trials[:8], trials[8:]
-    for a, b in zip(adam, lion, strict=True):
-        assert a.params != b.params
-        assert unit(a) == pytest.approx(unit(b), abs=5e-3)  # 3 significant digits
-        assert all(0 <= u <= 1 for u in unit(a) + unit(b))
-    # Quasi-random: the 8 points fall in 8 different eighths of the LR axis.
-    assert len({int(unit(t)[0] * 8) for t in adam}) == 8
-
-
-def test_the_best_trial_is_the_highest_objective_the_earlier_on_a_tie():
-    trials = [
-        tuning.Trial("a_00", "a", 0, {}, objective=0.5),
-        tuning.Trial("a_01", "a", 1, {}, objective=0.7),
-        tuning.Trial("a_02", "a", 2, {}, objective=0.7),
-        tuning.Trial("b_00", "b", 0, {}, objective=None),  # left no results
-        tuning.Trial("b_01", "b", 1, {}, objective=0.0),  # diverged
-    ]
-    best = tuning.pick_best(trials)
-    assert best["a"].name == "a_01" and best["b"].name == "b_01"
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"eval_seeds": [0, 1]}, "must be fresh seeds, but 0 is tuning.seed"),
-        ({"optimizers": ["adam", "rmsprop"]}, "no search space for 'rmsprop'"),
-        ({"spaces": {"adam": {"lr": [1e-2, 1e-4]}}}, "0 < low < high"),
-        ({"trials": 0}, "tuning.trials must be an integer >= 1"),
-    ],
-)
-def test_unusable_tuning_settings_are_one_line_errors(changes, message):
-    with pytest.raises(UserError, match=re.escape(message)):
-        settings(**changes)
-
-
-def test_the_tuning_command_rejects_what_the_protocol_sets_and_writes_nothing(tmp_path):
-    for override, message in [
-        ("optimizer=adam", "sets what the tuning protocol sets"),
-        ("trainer.seed=1,2", "lists several values"),
-    ]:
-        out = subprocess.run(
-            ["optbench", "tune", "+experiment=tuning", override,
-             *FAST, "paths.output_dir=out"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert out.returncode == 2 and message in out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
-
-
-def test_tuning_gives_each_optimizer_its_trials_then_reruns_its_best_on_fresh_seeds(tmp_path):
-    run("optbench", "tune", "+experiment=tuning",
-        "tuning.optimizers=[sgd,adam]", "tuning.trials=2", "tuning.eval_seeds=[1,2]", *FAST,
-        "paths.output_dir=out", cwd=tmp_path)  # fmt: skip
-    (root,) = (tmp_path / "out" / "multirun").glob("*/*")
-    summary = json.loads((root / "tuning.json").read_text())
-    tuned, evals = run_dirs(root / "tuning"), run_dirs(root / "eval")
-    assert len(tuned) == 2 * 2 and len(evals) == 2 * 2
-    assert {saved_config(d).trainer.seed for d in tuned} == {0}
-    assert sorted(saved_config(d).trainer.seed for d in evals) == [1, 1, 2, 2]
-    for name in ("sgd", "adam"):
-        entry = summary["optimizers"][name]
-        trials = entry["trials"]
-        assert len(trials) == 2
-        for trial in trials:  # each trial's objective is its run's best test accuracy
-            assert trial["objective"] == results(Path(trial["run_dir"]))["best_test_acc"]
-        highest = max(trials, key=lambda t: t["objective"])  # max keeps the first on a tie
-        assert entry["best"]["trial"] == highest["trial"]
-        reruns = [d for d in evals if saved_config(d).optimizer.name == name]
-        assert len(reruns) == 2
-        for d in reruns:  # the reruns train the picked trial's values
-            cfg = saved_config(d)
-            assert {"optimizer.lr": cfg.optimizer.lr,
-                    "optimizer.weight_decay": cfg.optimizer.weight_decay} == highest["params"]  # fmt: skip
-        assert entry["eval_objective"]["n"] == 2
-        assert entry["eval_objective"]["mean"] == pytest.approx(
-            sum(results(d)["best_test_acc"] for d in reruns) / 2
-        )

@@ -28,7 +28,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
-from optbench.run import build_run
 from optbench.studies.optuna_study import (
     FINISHED,
     JOURNAL_PREFIX,
@@ -40,15 +39,18 @@ from optbench.studies.optuna_study import (
     work,
 )
 from optbench.studies.search_summary import write_summary
-from optbench.studies.search_trial import CONFIG_NAME, TrialRunner, compose_trial
-from optbench.train.preflight import check_train_config
+from optbench.studies.search_trial import (
+    CONFIG_NAME,
+    TrialRunner,
+    check_sampled_keys,
+    check_trials,
+)
 
 PROG = "optbench search"
 LOCK_NAME = ".search.lock"
 # What the command sets for the worker processes it starts.
 _WORKER_KEYS = ("hydra.sweep.dir", "search.workers", "search.worker", "search.reclaim")
 log = logging.getLogger("optbench")
-_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ def prepare(overrides: list[str]) -> Search:
             sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
         settings = read_settings(block)
         default_optimizer = str(cfg.optimizer.name)
-        maximize = _check_trials(settings, overrides, default_optimizer)
+        check_sampled_keys(parsed, settings.space, default_optimizer)
+        maximize = check_trials(settings.space, overrides, default_optimizer)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
     check_output_location(sweep_dir)
@@ -89,27 +92,6 @@ def prepare(overrides: list[str]) -> Search:
         raise UserError(f"the sweep dir must not hold quotes or backslashes: {sweep_dir}")
     pinned.append(f"hydra.sweep.dir='{sweep_dir}'")
     return Search(settings, pinned, sweep_dir, url, maximize, default_optimizer)
-
-
-def _check_trials(settings: SearchSettings, overrides: list[str], default: str) -> bool:
-    """Every key of the space exists, and both ends of every range train; returns whether the
-    task's metric is maximised."""
-    maximize = None
-    for optimizer in settings.space.optimizers(default):
-        dims = settings.space.dimensions(optimizer)
-        choice = {"optimizer": optimizer} if optimizer != default else {}
-        base = compose_trial(overrides, choice)
-        for d in dims:
-            if d.key != "optimizer" and OmegaConf.select(base, d.key, default=_ABSENT) is _ABSENT:
-                raise UserError(f"search: unknown key {d.key} in the space of {optimizer}")
-        for end in (0, 1):
-            values = choice | {d.key: d.corners()[end] for d in dims if d.key != "optimizer"}
-            cfg = compose_trial(overrides, values)
-            check_train_config(cfg)
-        if maximize is None:
-            run = build_run(cfg, meta=True)
-            maximize = run.higher_is_better(run.metric_name())
-    return bool(maximize)
 
 
 def search(s: Search) -> optuna.Study:

@@ -180,7 +180,8 @@ def reclaim_running(study: optuna.Study) -> list[int]:
     numbers = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "run_dir")}
+        study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
         numbers.append(trial.number)
     return numbers
 

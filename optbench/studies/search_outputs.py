@@ -1,4 +1,5 @@
-"""The files a search writes in its sweep dir, and how `optbench report` shows them.
+"""The files a search or the tuning protocol writes in its sweep dir, and how `optbench report`
+shows them.
 
 Apart from the search itself so that the report reads them without importing Optuna.
 """
@@ -10,13 +11,18 @@ import os
 from pathlib import Path
 
 SUMMARY_NAME = "search.json"
+TUNING_NAME = "tuning.json"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCE_PNG = "param_importances.png"
 PNG_NAMES = (HISTORY_PNG, IMPORTANCE_PNG)
 
 
 def report_section(roots: list[Path], out: Path) -> str:
-    """Markdown for `optbench report`: each searched root's best trial and plots, or ""."""
+    """Markdown for `optbench report`: searches' best trials and plots, tuning studies' picks."""
+    return _search_section(roots, out) + _tuning_section(roots)
+
+
+def _search_section(roots: list[Path], out: Path) -> str:
     parts = []
     for root in roots:
         summary_file = root / SUMMARY_NAME
@@ -34,3 +40,37 @@ def report_section(roots: list[Path], out: Path) -> str:
             if (root / name).is_file()
         ]
     return "\n## Optuna search\n\n" + "\n".join(parts) if parts else ""
+
+
+def _tuning_section(roots: list[Path]) -> str:
+    """Each tuning study's table, found at a root or (for `report <root>/eval`) above it."""
+    found = {p.resolve() for r in roots for p in (r / TUNING_NAME, r.parent / TUNING_NAME)}
+    parts = []
+    for path in sorted(p for p in found if p.is_file()):
+        summary = json.loads(path.read_text())
+        parts.append(
+            f"`{path}`: {summary['studies']} studies x {summary['trials_per_study']} trials per "
+            f"optimizer ({summary['direction']} the objective); score = median over studies of "
+            "each study's best; the median study's best rerun on seeds "
+            f"{summary['eval_seeds']}.\n\n"
+            "| optimizer | median of study bests | study bests | pick | reruns mean | std | n |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n"
+        )
+        for name, entry in summary["optimizers"].items():
+            if "pick" not in entry:
+                parts.append(f"| {name} | no completed trial | | | | | |\n")
+                continue
+            bests = ", ".join("-" if b is None else f"{b:.4g}" for b in entry["study_bests"])
+            params = ", ".join(f"{k}={v:.3g}" for k, v in entry["pick"]["params"].items())
+            if entry["self_tuning"]:
+                params = f"defaults, {entry['epochs']} epochs (self-tuning)"
+            ev = entry["eval_objective"]
+            parts.append(
+                f"| {name} | {entry['median_of_bests']:.4g} | {bests} | {params} | "
+                f"{_num(ev['mean'])} | {_num(ev['std'])} | {ev['n']} |\n"
+            )
+    return "\n## Equal-budget tuning\n\n" + "".join(parts) if parts else ""
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -16,6 +16,7 @@ can have its own ranges. Optuna samples define-by-run, so the conditional part i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,23 @@ class Dimension:
         if isinstance(d, optuna.distributions.IntDistribution):
             return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
         return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+
+    def from_unit(self, u: float) -> Any:
+        """The value at `u` in [0, 1): quasi-random points of the unit cube mapped onto the
+        dimension (log-uniformly on a log scale; an int or a step rounds down onto the grid)."""
+        d = self.distribution
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            return d.choices[min(int(u * len(d.choices)), len(d.choices) - 1)]
+        if d.log:
+            value = math.exp(math.log(d.low) + u * (math.log(d.high) - math.log(d.low)))
+        else:
+            value = d.low + u * (d.high - d.low)
+        tolerance = 1e-9  # exp(log(...)) lands a hair below a grid point it should hit
+        if d.step is not None:
+            value = d.low + math.floor((value - d.low) / d.step + tolerance) * d.step
+        if isinstance(d, optuna.distributions.IntDistribution):
+            return min(math.floor(value + tolerance), d.high)
+        return min(max(float(value), d.low), d.high)
 
     def corners(self) -> tuple[Any, Any]:
         """The two extremes: what the preflight checks before any trial runs."""
@@ -100,15 +118,26 @@ def read_space(space: Any, per_optimizer: Any, optimizers: Any) -> SearchSpace:
             raise UserError(f"search.optimizers must list optimizer names, got {optimizers!r}")
         choice = optuna.distributions.CategoricalDistribution(optimizers)
         common = (Dimension(GROUP_KEY, choice), *common)
-    sections = {}
-    for name, section in (per_optimizer or {}).items():
-        where = f"search.per_optimizer.{name}"
-        if optimizers is not None and name not in optimizers:
-            raise UserError(f"{where}: '{name}' is not in search.optimizers {optimizers}")
-        sections[name] = tuple(
-            Dimension(d.key, d.distribution, f"{name}/{d.key}") for d in _dimensions(section, where)
+    if optimizers is not None:
+        for name in per_optimizer or {}:
+            if name not in optimizers:
+                raise UserError(
+                    f"search.per_optimizer.{name}: '{name}' is not in search.optimizers {optimizers}"
+                )
+    return SearchSpace(common, read_sections(per_optimizer, "search.per_optimizer"))
+
+
+def read_sections(per_optimizer: Any, where: str) -> dict[str, tuple[Dimension, ...]]:
+    """Per-optimizer spaces, each dimension named `<optimizer>/<key>` in the study."""
+    if not isinstance(per_optimizer, dict | None):
+        raise UserError(f"{where} must map optimizers to search spaces, got {per_optimizer!r}")
+    return {
+        name: tuple(
+            Dimension(d.key, d.distribution, f"{name}/{d.key}")
+            for d in _dimensions(section, f"{where}.{name}")
         )
-    return SearchSpace(common, sections)
+        for name, section in (per_optimizer or {}).items()
+    }
 
 
 def _dimensions(tree: Any, where: str, prefix: str = "") -> tuple[Dimension, ...]:

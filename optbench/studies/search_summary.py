@@ -43,9 +43,9 @@ def write_summary(study: optuna.Study, sweep_dir: Path, storage_url: str) -> Pat
         "storage": storage_url,
         "direction": study.direction.name.lower(),
         "n_finished": sum(t.state in FINISHED for t in trials),
-        "best": None if best is None else _row(best),
+        "best": None if best is None else trial_row(best),
         "importances": found,
-        "trials": [_row(t) for t in trials],
+        "trials": [trial_row(t) for t in trials],
     }
     path = sweep_dir / SUMMARY_NAME
     atomic_write_json(path, json_safe(summary))
@@ -53,7 +53,7 @@ def write_summary(study: optuna.Study, sweep_dir: Path, storage_url: str) -> Pat
     return path
 
 
-def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     value = trial.value
     return {
         "number": trial.number,

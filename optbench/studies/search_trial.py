@@ -14,16 +14,25 @@ from typing import Any
 import optuna
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE
+from optbench.run import build_run
 from optbench.run.plan import device_for_job
-from optbench.studies.search_space import SearchSpace
+from optbench.studies.search_space import GROUP_KEY, SearchSpace
 from optbench.tracking.results import PRUNED, objective
+from optbench.train.preflight import check_train_config
 from optbench.train.trainer import train
 
 CONFIG_NAME = "train"
+# A trial's user attribute naming its run directory (below the runner's folder); without it,
+# `<trial number>_<values>`. Set where trials are planned, so that a re-asked trial trains (and
+# with trainer.resume=auto, resumes) in the same folder.
+RUN_NAME = "run_name"
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,8 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> None:
         values = self.space.sample(trial, self.default_optimizer)
-        run_dir = self.sweep_dir / f"{trial.number}_{dirname(values)}"
+        name = trial.user_attrs.get(RUN_NAME) or f"{trial.number}_{dirname(values)}"
+        run_dir = self.sweep_dir / name
         trial.set_user_attr("run_dir", str(run_dir))
         cfg = compose_trial(self.overrides, values)
         cfg.trainer.device = device_for_job(
@@ -58,6 +68,38 @@ class TrialRunner:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:  # a diverged run scores the worst value, so the study goes on
             self.study.tell(trial, objective(results))
+
+
+def check_trials(space: SearchSpace, overrides: list[str], default: str) -> bool:
+    """Every key of the space exists, and both ends of every range train; returns whether the
+    task's metric is maximised."""
+    maximize = None
+    for optimizer in space.optimizers(default):
+        dims = space.dimensions(optimizer)
+        choice = {GROUP_KEY: optimizer} if optimizer != default else {}
+        base = compose_trial(overrides, choice)
+        for d in dims:
+            if d.key != GROUP_KEY and OmegaConf.select(base, d.key, default=_ABSENT) is _ABSENT:
+                raise UserError(f"unknown key {d.key} in the search space of {optimizer}")
+        for end in (0, 1):
+            values = choice | {d.key: d.corners()[end] for d in dims if d.key != GROUP_KEY}
+            cfg = compose_trial(overrides, values)
+            check_train_config(cfg)
+        if maximize is None:
+            run = build_run(cfg, meta=True)
+            maximize = run.higher_is_better(run.metric_name())
+    return bool(maximize)
+
+
+def check_sampled_keys(parsed: list[Override], space: SearchSpace, default: str) -> None:
+    """No override may set a key the trials sample: each trial's value would silently win."""
+    sampled = {d.key for o in space.optimizers(default) for d in space.dimensions(o)}
+    for o in parsed:
+        if o.key_or_group in sampled:
+            raise UserError(
+                f"'{o.input_line}' sets {o.key_or_group}, which the search samples; "
+                "change its range in the search space instead"
+            )
 
 
 def overrides_of(values: dict[str, Any]) -> list[str]:
