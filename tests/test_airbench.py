@@ -96,6 +96,97 @@ def test_the_presets_lr_parametrisation_takes_airbenchs_steps():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+class AirbenchMuon(torch.optim.Optimizer):
+    """airbench94_muon.py's Muon, written out: weight-normalised filters, NS5 in bfloat16."""
+
+    def __init__(self, params, lr, momentum):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                g = p.grad.add(buf, alpha=group["momentum"])
+                p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
+                x = g.reshape(len(g), -1).bfloat16()
+                x /= x.norm() + 1e-7
+                if g.size(0) > x.size(1):
+                    x = x.T
+                for _ in range(3):
+                    a = x @ x.T
+                    x = 3.4445 * x + (-4.7750 * a + 2.0315 * a @ a) @ x
+                if g.size(0) > x.size(0):
+                    x = x.T
+                p.data.add_(x.view(g.shape), alpha=-group["lr"])
+
+
+def airbench_muon_optimizers(
+    model: Airbench94, batch_size: int, lr_scale: float = 1.0
+) -> list[torch.optim.Optimizer]:
+    """airbench94_muon.py's optimizers, written out: its groups, its summed-loss SGD LRs and
+    decay (x `lr_scale`: a mean loss needs LR x batch), its Muon."""
+    bias_lr, head_lr, wd = 0.053 * lr_scale, 0.67 * lr_scale, 2e-6 * batch_size
+    filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
+    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
+    groups = [dict(params=[model.whiten.bias], lr=bias_lr, weight_decay=wd / bias_lr),
+              dict(params=norm_biases, lr=bias_lr, weight_decay=wd / bias_lr),
+              dict(params=[model.head[-1].weight], lr=head_lr, weight_decay=wd / head_lr)]  # fmt: skip
+    sgd = torch.optim.SGD(groups, momentum=0.85, nesterov=True)
+    return [sgd, AirbenchMuon(filters, lr=0.24, momentum=0.6)]
+
+
+def muon_preset_pair() -> tuple[Airbench94, torch.optim.Optimizer, Airbench94]:
+    """A small airbench94 with the muon preset's optimizer, and an identical copy."""
+    cfg = compose_config("+experiment=airbench94_muon", "trainer.device=cpu")
+    torch.manual_seed(0)
+    ours = Airbench94(3, 10, (8, 16, 16), logit_divisor=16, head_std=1.0)
+    assert ours.head[-1].weight.std().item() == pytest.approx(1.0)
+    ours.initialize(correlated_images())
+    optimizer = build_optimizer(ours, cfg.optimizer, cfg.param_groups, torch.device("cpu"))
+    assert sorted(g["name"] for g in optimizer.param_groups) == [
+        "muon/decay", "sgd/decay", "sgd/head/decay"]  # fmt: skip
+    return ours, optimizer, copy.deepcopy(ours)
+
+
+def train_both(pairs: list, steps: int) -> None:
+    for _ in range(steps):
+        images, labels = torch.randn(2000, 3, 16, 16), torch.randint(0, 10, (2000,))
+        for model, opts, reduction in pairs:
+            loss = F.cross_entropy(model(images), labels, label_smoothing=0.2, reduction=reduction)
+            model.zero_grad()
+            loss.backward()
+            for opt in opts:
+                opt.step()
+
+
+def test_the_muon_presets_optimizer_takes_airbench94_muons_steps():
+    """The preset's muon_sgd, LRs, decay and groups at a mean loss == airbench94_muon's
+    optimizers: over 3 steps bit for bit with its SGD LRs converted to a mean loss (x 2,000),
+    and in one step at its own summed loss, up to the rounding of bfloat16 Newton-Schulz."""
+    ours, optimizer, theirs = muon_preset_pair()
+    start = copy.deepcopy(ours.state_dict())
+    train_both([(ours, [optimizer], "mean"),
+                (theirs, airbench_muon_optimizers(theirs, 2000, lr_scale=2000), "mean")], 3)  # fmt: skip
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b), name
+        assert not a.requires_grad or not torch.equal(a, start[name]), name  # it trained
+
+    ours, optimizer, theirs = muon_preset_pair()
+    train_both([(ours, [optimizer], "mean"),
+                (theirs, airbench_muon_optimizers(theirs, 2000), "sum")], 1)  # fmt: skip
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        if a.ndim == 4:  # Muon: bf16 rounding of its input, carried through 3 bf16 iterations:
+            # a few ulps (2^-7 near 1) of an update of size ~1, times lr 0.24
+            torch.testing.assert_close(a, b, rtol=0, atol=0.24 * 2**-5, msg=name)
+        else:  # SGD: float32 rounding between a summed and a mean gradient, times LR 106
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_a_run_whitens_from_its_own_training_images_and_keeps_the_stem_frozen(tmp_path):
     cfg = compose_config(*AIRBENCH, "trainer.epochs=1")
     run = build_run(cfg)

@@ -74,6 +74,7 @@ ROWS = [
      "'optimizer.lr=0.01' sets optimizer.lr, which the search samples"),
     ("search", ["+experiment=lr_wd_search", "search.optimizers=[adamw,lion]", "optimizer=lion"],
      "'optimizer=lion' sets optimizer, which the search samples"),
+    ("train", ["model=airbench94", "model.logit_divisor=0"], "model.logit_divisor must be a positive number"),
     ("tune", [], "the config has no tuning: block"),
     ("tune", ["+experiment=tuning", "tuning.studies=0"], "tuning.studies must be an integer >= 1"),
     ("tune", ["+experiment=tuning", "tuning.optimizers=[adam,nope]"], "unknown optimizer 'nope'"),

@@ -39,6 +39,7 @@ PRESETS = {  # name -> jobs its declared sweep runs
     "recipes/gan_adam_betas": 3,
     "vit_optimizers": 18,
     "airbench94": 1,
+    "airbench94_muon": 1,
     "lm_optimizers": 21,
     "lr_wd_search": 1,  # optbench search chooses the trials: train runs the base config
 }

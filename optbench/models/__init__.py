@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, ListConfig
 from torch import nn
 
-from optbench.checks import require_int
+from optbench.checks import require_int, require_positive
 from optbench.data import DatasetInfo
 from optbench.errors import UserError
 from optbench.models.airbench import Airbench94
@@ -45,6 +45,10 @@ def _optional_int(value: object, name: str) -> int | None:
     return None if value is None else require_int(value, name, 0)
 
 
+def _optional_positive(value: object, name: str) -> float | None:
+    return None if value is None else require_positive(value, name)
+
+
 def input_kind(info: DatasetInfo) -> str:
     return "images" if len(info.shape) == 3 else "tokens"
 
@@ -71,6 +75,8 @@ MODELS: dict[str, ModelEntry] = {
             whiten_bias_epochs=_optional_int(
                 cfg.get("whiten_bias_epochs"), "model.whiten_bias_epochs"
             ),
+            logit_divisor=require_positive(cfg.get("logit_divisor", 9), "model.logit_divisor"),
+            head_std=_optional_positive(cfg.get("head_std"), "model.head_std"),
         ),
     ),
     "vit": ModelEntry(

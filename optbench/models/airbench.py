@@ -4,7 +4,8 @@ On top of the `fastcnn` shape: a frozen 2x2 patch-whitening first layer whose fi
 eigenvectors of the training set's 2x2 patch covariance, scaled by 1/sqrt(eigenvalue + eps),
 and their negatives (`initialize`, called by the build with training images); batch norms
 with frozen scales and momentum 0.6; identity (Dirac) initialisation of each convolution's
-first in-channels filters; a linear head scaled by 1/9; the whitening layer's bias starts at
+first in-channels filters; a linear head whose logits are divided by 9 (airbench94_muon: by the
+width, with unit-std weights); the whitening layer's bias starts at
 zero and trains for the first `whiten_bias_epochs` epochs only (`set_epoch`). Its training
 recipe (label smoothing, flips, TTA, schedule) lives in the config, as ordinary switches.
 """
@@ -39,10 +40,18 @@ def whitening_filters(images: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 class Airbench94(FastCNN):
     def __init__(
         self, in_channels: int, num_classes: int, widths: tuple[int, int, int],
-        whiten_bias_epochs: int | None = None,
+        whiten_bias_epochs: int | None = None, logit_divisor: float = 9,
+        head_std: float | None = None,
     ):  # fmt: skip
         patch = 2
-        super().__init__(in_channels, num_classes, widths, stem_width=2 * in_channels * patch**2)
+        super().__init__(
+            in_channels, num_classes, widths, stem_width=2 * in_channels * patch**2,
+            logit_scale=1 / logit_divisor,
+        )  # fmt: skip
+        if head_std is not None:  # airbench94_muon: unit-std head weights, logits / width
+            with torch.no_grad():
+                head = self.head[-1].weight
+                head.mul_(head_std / head.std())
         self.whiten = self.stem[0]
         self.whiten.weight.requires_grad_(False)  # frozen: set once from the data
         nn.init.zeros_(self.whiten.bias)

@@ -26,6 +26,7 @@ BUILDER_KEYS = {
     "optbench.optim.muon.build_muon": "optbench.optim.muon.ADAMW_KEYS",
     "optbench.optim.muon.build_normuon": "optbench.optim.muon.ADAMW_KEYS",
     "optbench.optim.torch_muon.build_torch_muon": "optbench.optim.muon.ADAMW_KEYS",
+    "optbench.optim.muon_sgd.build_muon_sgd": "optbench.optim.muon_sgd.BUILDER_KEYS",
     "optbench.optim.lookahead.build_lookahead": "optbench.optim.factory.LOOKAHEAD_KEYS",
 }
 

@@ -30,6 +30,30 @@ def uses_muon(param: torch.Tensor, layer: int, num_layers: int, kernels: bool = 
     return matrix and 0 < layer < num_layers - 1
 
 
+Members = dict[str, list[Any]]
+
+
+def split_groups(
+    groups: list[dict[str, Any]], kernels: bool, optimizer: str
+) -> list[tuple[dict[str, Any], Members, Members]]:
+    """Each named group with its members split: (group, Muon's part, the rest)."""
+    if not all(isinstance(g, dict) and "layers" in g for g in groups):
+        raise UserError(
+            f"optimizer={optimizer} needs named parameter groups (train a model, not loose tensors)"
+        )
+    split = []
+    for group in groups:
+        muon, rest = ({"params": [], "param_names": [], "layers": []} for _ in range(2))
+        members = zip(group["param_names"], group["params"], group["layers"], strict=True)
+        for name, param, layer in members:
+            target = muon if uses_muon(param, layer, group["num_layers"], kernels) else rest
+            target["params"].append(param)
+            target["param_names"].append(name)
+            target["layers"].append(layer)
+        split.append((group, muon, rest))
+    return split
+
+
 def build_muon(
     groups: list[dict[str, Any]],
     cfg: DictConfig,
@@ -38,19 +62,8 @@ def build_muon(
     kernels: bool = True,
 ) -> torch.optim.Optimizer:
     """`muon_class` over the split groups; `kernels`: whether conv kernels count as matrices."""
-    if not all(isinstance(g, dict) and "layers" in g for g in groups):
-        raise UserError(
-            f"optimizer={cfg.name} needs named parameter groups (train a model, not loose tensors)"
-        )
     split: list[dict[str, Any]] = []
-    for group in groups:
-        muon, adamw = ({"params": [], "param_names": [], "layers": []} for _ in range(2))
-        members = zip(group["param_names"], group["params"], group["layers"], strict=True)
-        for name, param, layer in members:
-            target = muon if uses_muon(param, layer, group["num_layers"], kernels) else adamw
-            target["params"].append(param)
-            target["param_names"].append(name)
-            target["layers"].append(layer)
+    for group, muon, adamw in split_groups(groups, kernels, cfg.name):
         # LR multipliers and layer decay (`lr_scale`) carry over to both parts; the AdamW part
         # scales from its own base LR, adamw_lr, not Muon's.
         scale = group.get("lr_scale", 1.0)

@@ -24,10 +24,15 @@ NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RM
 
 
 def stage_depths(model: nn.Module) -> dict[str, int]:
-    """Depth of each top-level child that owns parameters, in the order the model runs them."""
-    stages = [
-        name for name, child in model.named_children() if any(True for _ in child.parameters())
-    ]
+    """Depth of each top-level child that owns parameters, in the order the model runs them.
+    A child that only names parameters an earlier one owns (airbench94's `whiten`, an alias of
+    `stem[0]`) is no layer of its own."""
+    stages, seen = [], set()
+    for name, child in model.named_children():
+        params = {id(p) for p in child.parameters()}
+        if params - seen:
+            stages.append(name)
+        seen |= params
     return {name: depth for depth, name in enumerate(stages)}
 
 

@@ -178,6 +178,11 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             builder="optbench.optim.muon.build_normuon",
         ),
         OptimizerInfo(
+            "muon_sgd", "airbench94_muon's split: weight-normalised Muon for filters, Nesterov SGD for the rest",
+            "optbench.optim.muon_sgd.FilterMuon", "1 x params",
+            builder="optbench.optim.muon_sgd.build_muon_sgd",
+        ),
+        OptimizerInfo(
             "torch_muon", "torch's Muon for 2-D hidden matrices, AdamW for the rest (Jordan et al. 2024)",
             "torch.optim.Muon", "1 x 2-D matrices, 2 x the rest (2.0 x on ResNet-18: its kernels are 4-D)",
             builder="optbench.optim.torch_muon.build_torch_muon",
