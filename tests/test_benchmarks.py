@@ -166,6 +166,12 @@ def test_gpu_benchmark_runs_on_a_cpu_and_prints_a_ratio_and_a_sync_count():
         re.M,
     )
     assert epoch and float(epoch.group(2)) == pytest.approx(10 * float(epoch.group(1)), rel=0.01)
+    muon = re.search(
+        r"^\(b\) airbench94_muon recipe: ([0-9.]+) s per epoch, so ([0-9.]+) s for its 8",
+        out.stdout,
+        re.M,
+    )
+    assert muon and float(muon.group(2)) == pytest.approx(8 * float(muon.group(1)), rel=0.01)
     assert "reported by airbench: 94.01% in 3.83 s" in out.stdout
     syncs = re.search(
         r"^\(c\) host syncs per step between log points: ([0-9.]+) ", out.stdout, re.M
