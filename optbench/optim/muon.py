@@ -9,10 +9,12 @@ takes 2-D matrices only and so leaves conv kernels to AdamW.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from optbench.errors import UserError
 from optbench.optim.factory import hyperparameters
@@ -79,13 +81,61 @@ def build_muon(
                  "betas": tuple(cfg.adamw_betas), "eps": cfg.adamw_eps,
                  "weight_decay": cfg.adamw_wd if group["weight_decay"] > 0 else 0.0}
             )  # fmt: skip
-    kwargs = {k: v for k, v in hyperparameters(cfg).items() if k not in ADAMW_KEYS}
-    if kwargs.get("lr") == "auto":
-        kwargs["lr"] = 0.0  # the run sets every group's LR before each step
     try:
-        return load_object(muon_class)(split, **kwargs)
+        return load_object(muon_class)(split, **muon_kwargs(cfg, ADAMW_KEYS))
     except (ValueError, TypeError) as err:
         raise UserError(f"optimizer={cfg.name}: {err}") from None
+
+
+def muon_kwargs(cfg: DictConfig, own_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The config's keys for the Muon part: all but the builder's own."""
+    kwargs = {k: v for k, v in hyperparameters(cfg).items() if k not in own_keys}
+    if kwargs.get("lr") == "auto":
+        kwargs["lr"] = 0.0  # the run sets every group's LR before each step
+    return kwargs
+
+
+class MuonAndRest(torch.optim.Optimizer):
+    """Two optimizers as one: `muon_class` on the groups with `use_muon`, `rest_class` on the
+    others, under one list of parameter groups and one state, which is what schedulers,
+    checkpoints, the momentum control and the logs read."""
+
+    muon_class: type[torch.optim.Optimizer]
+    rest_class: type[torch.optim.Optimizer]
+
+    def __init__(self, params: list[dict[str, Any]], **muon_kwargs: Any) -> None:
+        groups = list(params)
+        muon = [g for g in groups if g["use_muon"]]
+        rest = [g for g in groups if not g["use_muon"]]
+        # Each part fills in its own defaults; this optimizer then holds the same group dicts.
+        self.parts: list[torch.optim.Optimizer] = []
+        if muon:
+            self.parts.append(self.muon_class(muon, **muon_kwargs))
+        if rest:
+            self.parts.append(self.rest_class(rest))
+        super().__init__(muon + rest, defaults={})
+        self._share_groups_and_state()
+
+    def _share_groups_and_state(self) -> None:
+        """Point each part at this optimizer's groups and state (load_state_dict replaces both)."""
+        for part in self.parts:
+            is_muon = isinstance(part, self.muon_class)
+            part.param_groups = [g for g in self.param_groups if g["use_muon"] == is_muon]
+            part.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts:
+            part.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._share_groups_and_state()
 
 
 def build_normuon(

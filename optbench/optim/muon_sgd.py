@@ -6,7 +6,7 @@ bank to norm sqrt(out_channels) and then steps along 3 bfloat16 Newton-Schulz it
 Nesterov momentum; biases, norms and the head train with torch's Nesterov SGD. Neither
 pytorch_optimizer's Muon (AdamW for the rest, no weight normalisation) nor torch.optim.Muon
 (2-D only) is that rule, so `FilterMuon` writes it out. `MuonWithSGD` holds it and
-torch.optim.SGD under one list of parameter groups and one state, as `MuonWithAdamW` does.
+torch.optim.SGD under one list of parameter groups and one state (`MuonAndRest`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from optbench.errors import UserError
-from optbench.optim.factory import hyperparameters
-from optbench.optim.muon import split_groups
+from optbench.optim.muon import MuonAndRest, muon_kwargs, split_groups
 
 # What the builder takes for itself: the SGD part's settings (weight_decay: the groups' decay,
 # which only the SGD part applies); the other keys go to FilterMuon.
@@ -102,42 +101,11 @@ class FilterMuon(torch.optim.Optimizer):
         return loss
 
 
-class MuonWithSGD(torch.optim.Optimizer):
+class MuonWithSGD(MuonAndRest):
     """`FilterMuon` on the groups with `use_muon`, torch.optim.SGD on the others."""
 
-    def __init__(self, params: list[dict[str, Any]], **muon_kwargs: Any) -> None:
-        groups = list(params)
-        muon = [g for g in groups if g["use_muon"]]
-        sgd = [g for g in groups if not g["use_muon"]]
-        # Each part fills in its own defaults; this optimizer then holds the same group dicts.
-        self.parts: list[torch.optim.Optimizer] = []
-        if muon:
-            self.parts.append(FilterMuon(muon, **muon_kwargs))
-        if sgd:
-            self.parts.append(torch.optim.SGD(sgd))
-        super().__init__(muon + sgd, defaults={})
-        self._share_groups_and_state()
-
-    def _share_groups_and_state(self) -> None:
-        """Point each part at this optimizer's groups and state (load_state_dict replaces both)."""
-        for part in self.parts:
-            is_muon = isinstance(part, FilterMuon)
-            part.param_groups = [g for g in self.param_groups if g["use_muon"] == is_muon]
-            part.state = self.state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for part in self.parts:
-            part.step()
-        return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._share_groups_and_state()
+    muon_class = FilterMuon
+    rest_class = torch.optim.SGD
 
 
 def build_muon_sgd(
@@ -159,10 +127,7 @@ def build_muon_sgd(
                  "base_lr": cfg.sgd_lr, "lr": cfg.sgd_lr * scale, "momentum": cfg.sgd_momentum,
                  "nesterov": True, "weight_decay": group["weight_decay"]}
             )  # fmt: skip
-    kwargs = {k: v for k, v in hyperparameters(cfg).items() if k not in BUILDER_KEYS}
-    if kwargs.get("lr") == "auto":
-        kwargs["lr"] = 0.0  # the run sets every group's LR before each step
     try:
-        return MuonWithSGD(split, **kwargs)
+        return MuonWithSGD(split, **muon_kwargs(cfg, BUILDER_KEYS))
     except (ValueError, TypeError) as err:
         raise UserError(f"optimizer={cfg.name}: {err}") from None

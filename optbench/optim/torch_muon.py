@@ -10,52 +10,19 @@ momentum control and the logs read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
-from optbench.optim.muon import build_muon
+from optbench.optim.muon import MuonAndRest, build_muon
 
 
-class MuonWithAdamW(torch.optim.Optimizer):
+class MuonWithAdamW(MuonAndRest):
     """torch.optim.Muon on the groups with `use_muon`, torch.optim.AdamW on the others."""
 
-    def __init__(self, params: list[dict[str, Any]], **muon_kwargs: Any) -> None:
-        groups = list(params)
-        muon = [g for g in groups if g["use_muon"]]
-        adamw = [g for g in groups if not g["use_muon"]]
-        # Each part fills in its own defaults; this optimizer then holds the same group dicts.
-        self.parts: list[torch.optim.Optimizer] = []
-        if muon:
-            self.parts.append(torch.optim.Muon(muon, **muon_kwargs))
-        if adamw:
-            self.parts.append(torch.optim.AdamW(adamw))
-        super().__init__(muon + adamw, defaults={})
-        self._share_groups_and_state()
-
-    def _share_groups_and_state(self) -> None:
-        """Point each part at this optimizer's groups and state (load_state_dict replaces both)."""
-        for part in self.parts:
-            is_muon = isinstance(part, torch.optim.Muon)
-            part.param_groups = [g for g in self.param_groups if g["use_muon"] == is_muon]
-            part.state = self.state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for part in self.parts:
-            part.step()
-        return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._share_groups_and_state()
+    muon_class = torch.optim.Muon
+    rest_class = torch.optim.AdamW
 
 
 def build_torch_muon(

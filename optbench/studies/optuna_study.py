@@ -76,19 +76,10 @@ def read_settings(block: Any) -> SearchSettings:
     unknown = sorted(set(block) - known)
     if unknown:
         raise UserError(f"unknown key search.{unknown[0]}; search takes {', '.join(sorted(known))}")
-    sampler, pruner = block.get("sampler", "tpe"), block.get("pruner", "none")
+    sampler = block.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise UserError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if pruner not in PRUNERS:
-        raise UserError(f"search.pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    options = block.get("pruner_options") or {}
-    try:
-        PRUNERS[pruner](**options)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"search.pruner_options for {pruner}: {err}") from None
-    storage = block.get("storage")
-    if storage is not None:
-        check_storage_url(storage)
+    pruner, options, storage = read_pruner_and_storage(block, "search")
     name = block.get("study_name", "search")
     if not isinstance(name, str) or not name:
         raise UserError(f"search.study_name must be a name, got {name!r}")
@@ -101,7 +92,7 @@ def read_settings(block: Any) -> SearchSettings:
         sampler=sampler,
         seed=require_int(block.get("seed", 0), "search.seed", 0),
         pruner=pruner,
-        pruner_options=dict(options),
+        pruner_options=options,
         storage=storage,
         study_name=name,
         workers=require_int(block.get("workers", 1), "search.workers", 1),
@@ -110,19 +101,35 @@ def read_settings(block: Any) -> SearchSettings:
     )
 
 
-def check_storage_url(url: Any) -> None:
+def read_pruner_and_storage(block: dict[str, Any], section: str) -> tuple[str, dict, str | None]:
+    """`<section>.pruner`, `.pruner_options` and `.storage`, checked."""
+    pruner = block.get("pruner", "none")
+    if pruner not in PRUNERS:
+        raise UserError(f"{section}.pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    options = block.get("pruner_options") or {}
+    try:
+        PRUNERS[pruner](**options)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{section}.pruner_options for {pruner}: {err}") from None
+    storage = block.get("storage")
+    if storage is not None:
+        check_storage_url(storage, f"{section}.storage")
+    return pruner, dict(options), storage
+
+
+def check_storage_url(url: Any, key: str) -> None:
     """An Optuna storage URL or journal:<path>, checked without connecting or writing."""
     hint = "give a database URL (sqlite:///<path>, postgresql://...) or journal:<path>"
     if not isinstance(url, str):
-        raise UserError(f"search.storage must be a string; {hint}, got {url!r}")
+        raise UserError(f"{key} must be a string; {hint}, got {url!r}")
     if url.startswith(JOURNAL_PREFIX):
         if not url[len(JOURNAL_PREFIX) :]:
-            raise UserError(f"search.storage '{url}' names no file; {hint}")
+            raise UserError(f"{key} '{url}' names no file; {hint}")
         return
     try:
         make_url(url).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
-        raise UserError(f"search.storage '{url}' is not a storage URL; {hint}") from None
+        raise UserError(f"{key} '{url}' is not a storage URL; {hint}") from None
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optbench.checks import is_number, require_int
 from optbench.errors import UserError
 from optbench.optim.registry import optimizer_info
-from optbench.studies.optuna_study import PRUNERS, check_storage_url
+from optbench.studies.optuna_study import read_pruner_and_storage
 from optbench.studies.search_space import Dimension, SearchSpace, read_sections
 from optbench.studies.search_trial import RUN_NAME, dirname
 
@@ -109,17 +109,7 @@ def read_settings(block: Any) -> TuningSettings:
     budget = block.get("self_tuning_budget", 1.5)
     if not is_number(budget) or budget < 1:
         raise UserError(f"tuning.self_tuning_budget must be a number >= 1, got {budget!r}")
-    pruner = block.get("pruner", "none")
-    if pruner not in PRUNERS:
-        raise UserError(f"tuning.pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    options = block.get("pruner_options") or {}
-    try:
-        PRUNERS[pruner](**options)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"tuning.pruner_options for {pruner}: {err}") from None
-    storage = block.get("storage")
-    if storage is not None:
-        check_storage_url(storage)
+    pruner, options, storage = read_pruner_and_storage(block, "tuning")
     return TuningSettings(
         optimizers=tuple(optimizers),
         trials=require_int(block.get("trials"), "tuning.trials", 1),
@@ -130,7 +120,7 @@ def read_settings(block: Any) -> TuningSettings:
         self_tuning_budget=float(budget),
         space=_spaces(block.get("spaces") or {}, optimizers),
         pruner=pruner,
-        pruner_options=dict(options),
+        pruner_options=options,
         storage=storage,
         workers=require_int(block.get("workers", 1), "tuning.workers", 1),
     )
