@@ -95,7 +95,7 @@ COMMANDS: dict[str, Command] = {
         "a run's LR and momentum schedule, before training: PNG, CSV, summary", _schedule
     ),
     "tune": Command(
-        "equal tuning budget per optimizer, then each best rerun on fresh seeds", _tune
+        "equal tuning budget per optimizer in Optuna studies, picks rerun on fresh seeds", _tune
     ),
     "search": Command(
         "hyperparameter search with Optuna: pruning, resume, parallel workers", _search
