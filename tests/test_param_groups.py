@@ -79,3 +79,19 @@ def test_a_norm_multiplier_with_decay_per_step_keeps_every_groups_lr_times_decay
     assert groups["norm/decay"]["lr_scale"] == 64.0
     for group in groups.values():
         assert group["lr_scale"] * group["weight_decay"] == pytest.approx(1e-3)
+
+
+def test_a_module_alias_is_no_layer_of_its_own():
+    """airbench94 names its stem's first conv `whiten` too: the head must still be the last
+    layer (Muon leaves it to SGD/AdamW; layer decay gives it the full LR)."""
+    from optbench.models.airbench import Airbench94
+
+    model = Airbench94(3, 10, (8, 16, 16))
+    assert model.whiten is model.stem[0]
+    (group,) = parameter_groups(model, weight_decay=0.0, no_decay_bias_norm=False)
+    layers = dict(zip(group["param_names"], group["layers"], strict=True))
+    assert group["num_layers"] == 5  # stem, three conv groups, head
+    assert layers["stem.0.bias"] == 0 and layers["head.2.weight"] == 4
+    decayed = parameter_groups(model, weight_decay=0.0, layer_decay=0.5)
+    head = next(g for g in decayed if "head.2.weight" in g["param_names"])
+    assert head["lr_scale"] == 1.0
