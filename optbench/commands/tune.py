@@ -149,7 +149,8 @@ def open_cell(t: Tuning, cell: Cell) -> optuna.Study:
 
 
 def run_cells(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker: int) -> None:
-    """One worker: every cell's trials, each asked for when this worker is free."""
+    """One worker: every cell's trials, each asked for when this worker is free. `extra`:
+    overrides per optimizer (for the reruns, its pick's values)."""
     for cell in cells:
         study = open_cell(t, cell)
         if cell.phase == TUNING:
@@ -194,8 +195,9 @@ def run_phase(t: Tuning, cells: list[Cell], extra: dict[str, list[str]]) -> None
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    if codes := [w.exitcode for w in workers if w.exitcode]:
-        raise WorkerFailed(f"tuning workers exited with codes {codes}", max(abs(c) for c in codes))
+    # A worker ended by signal N has exitcode -N: the shell's 128 + N.
+    if codes := [128 - c if c < 0 else c for c in (w.exitcode for w in workers) if c]:
+        raise WorkerFailed(f"tuning workers exited with codes {codes}", max(codes))
 
 
 def _worker(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker: int) -> None:
@@ -206,6 +208,7 @@ def _worker(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker: i
 def _log_to_stderr() -> None:
     logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     log.setLevel(logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
 
 
 class WorkerFailed(Exception):
