@@ -40,6 +40,8 @@ UNSUPPORTED: dict[str, str] = {
     "so it would be AdamW alone (use adamw)",
     "torch_muon": "it orthogonalises updates of weight matrices; a 2-element point has none, "
     "so it would be AdamW alone (use adamw)",
+    "muon_sgd": "it orthogonalises updates of weight matrices; a 2-element point has none, "
+    "so it would be Nesterov SGD alone (use nesterov)",
     "adam_mini": "it shares second moments within a model's named parameter blocks; a point "
     "is not a model",
     "soap": "it preconditions 1-D tensors only with precondition_1d, so on a 2-element point "
