@@ -1,2 +1,3 @@
-"""Sweeps beyond one Hydra sweeper: the equal-budget tuning protocol, and the sweep folder an
-Optuna study's SQLite file needs before its first job runs."""
+"""Studies over many training runs, driven by Optuna: `optbench search` (a sampler chooses each
+trial) and the equal-budget tuning protocol of `optbench tune` (quasi-random trials enqueued
+per optimizer and study)."""
