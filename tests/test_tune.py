@@ -4,6 +4,7 @@ studies without losing or repeating a trial."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import signal
@@ -22,7 +23,9 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from optbench.cli import main
+from optbench.errors import UserError
 from optbench.studies import tuning
+from optbench.studies.search_outputs import report_section
 from optbench.studies.search_space import read_sections
 from optbench.train.trainer import train
 
@@ -85,9 +88,11 @@ def test_every_optimizer_gets_the_same_quasi_random_points_of_its_own_space():
     [
         ({"type": "float", "low": 1e-4, "high": 1e-1, "log": True}, 0.5, 10**-2.5),
         ({"type": "float", "low": 0.8, "high": 1.0}, 0.25, 0.85),
-        ({"type": "float", "low": 0.0, "high": 1.0, "step": 0.25}, 0.6, 0.5),
-        ({"type": "int", "low": 1, "high": 4}, 0.99, 3),  # floor of 3.97
-        ({"type": "int", "low": 16, "high": 256, "log": True}, 0.5, 64),
+        ({"type": "float", "low": 0.0, "high": 1.0, "step": 0.25}, 0.6, 0.75),  # 5 points
+        ({"type": "float", "low": 0.0, "high": 1.0, "step": 0.25}, 0.99, 1.0),
+        ({"type": "int", "low": 1, "high": 4}, 0.99, 4),  # 4 cells of a quarter each
+        ({"type": "int", "low": 1, "high": 4}, 0.2, 1),
+        ({"type": "int", "low": 16, "high": 256, "log": True}, 0.5, 64),  # sqrt(16 x 257) = 64.1
         ({"type": "categorical", "choices": ["a", "b", "c"]}, 0.7, "c"),
         ({"type": "categorical", "choices": ["a", "b", "c"]}, 0.3, "a"),
     ],
@@ -96,6 +101,27 @@ def test_a_unit_point_maps_onto_each_kind_of_dimension(entry, u, expected):
     (dim,) = read_sections({"o": {"x": entry}}, "test")["o"]
     value = dim.from_unit(u)
     assert value == pytest.approx(expected) and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"type": "int", "low": 1, "high": 3},
+        {"type": "int", "low": 1, "high": 8, "log": True},
+        {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+        {"type": "categorical", "choices": ["a", "b", "c"]},
+    ],
+)
+def test_a_grid_of_unit_points_reaches_every_value_of_a_discrete_dimension(entry):
+    (dim,) = read_sections({"o": {"x": entry}}, "test")["o"]
+    values = {dim.from_unit(k / 1000) for k in range(1000)}
+    d = dim.distribution
+    if hasattr(d, "choices"):
+        expected = set(d.choices)
+    else:
+        step = d.step or 1
+        expected = {d.low + k * step for k in range(round((d.high - d.low) / step) + 1)}
+    assert sorted(values) == pytest.approx(sorted(expected))
 
 
 def test_self_tuning_optimizers_search_nothing_and_train_one_and_a_half_times_the_epochs():
@@ -232,3 +258,51 @@ def test_a_killed_tuning_resumes_its_interrupted_trial_in_place_and_runs_each_tr
     assert len({t.user_attrs["run_dir"] for t in trials}) == 3
     summary = json.loads((root / "tuning.json").read_text())
     assert summary["optimizers"]["adam"]["eval"][0]["state"] == "complete"
+
+
+def test_a_study_resumed_with_other_planned_trials_is_refused():
+    s = settings(optimizers=["adam"], trials=2, studies=1)
+    (cell,) = tuning.tuning_cells(s)
+    study = optuna.create_study(direction="maximize")
+    tuning.enqueue(study, cell, [])
+    tuning.enqueue(study, cell, [])  # the same plan: resumed, nothing added
+    assert len(study.trials) == 2
+    (more,) = tuning.tuning_cells(settings(optimizers=["adam"], trials=3, studies=1))
+    with pytest.raises(UserError, match="was planned with other trials or values"):
+        tuning.enqueue(study, more, [])
+    rerun = tuning.eval_cell(s, "adam")
+    picked = optuna.create_study(direction="maximize")
+    tuning.enqueue(picked, rerun, ["optimizer.lr=0.001"])
+    with pytest.raises(UserError, match="was planned with other trials or values"):
+        tuning.enqueue(picked, rerun, ["optimizer.lr=0.002"])  # another pick
+
+
+def test_a_second_tune_on_a_sweep_dir_in_use_is_one_line_exit_2(tmp_path, capsys):
+    root = tmp_path / "tune"
+    root.mkdir()
+    with (root / ".tune.command.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a running command's lock
+        code = main(tune_args(root, "tuning.optimizers=[adam]", "tuning.trials=1",
+                              "tuning.eval_seeds=[1]", "trainer.epochs=1"))  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith(f"another optbench tune is running in {root}"), err
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in root.iterdir()) == [".tune.command.lock"]
+
+
+def test_the_report_tables_picks_of_any_kind_and_skips_an_older_summary(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "tuning.json").write_text(json.dumps({"optimizers": {}}))
+    entry = {"self_tuning": False, "epochs": 2, "median_of_bests": 0.5, "study_bests": [0.5, None],
+             "pick": {"params": {"optimizer.lr": 0.00123, "optimizer.nesterov": True}}}  # fmt: skip
+    summary = {"studies": 2, "trials_per_study": 3, "direction": "maximize", "eval_seeds": [1],
+               "optimizers": {"sgd": entry}}  # fmt: skip
+    (new / "tuning.json").write_text(json.dumps(summary))
+    text = report_section([old, new], tmp_path)
+    assert "an older tuning summary, not shown" in text
+    assert (
+        "| sgd | 0.5 | 0.5, - | optimizer.lr=0.00123, optimizer.nesterov=True | - | - | not yet rerun |"
+        in text
+    )

@@ -18,6 +18,7 @@ folder (resuming its checkpoint where trainer.resume=auto, as the preset sets).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -36,9 +37,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from optbench.checks import require_int
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
 from optbench.studies.optuna_study import PRUNERS, open_storage, reclaim_running, work
+from optbench.studies.search_outputs import TUNING_NAME
 from optbench.studies.search_space import SearchSpace
 from optbench.studies.search_summary import trial_row
 from optbench.studies.search_trial import CONFIG_NAME, TrialRunner, check_trials, overrides_of
@@ -61,8 +64,8 @@ from optbench.studies.tuning import (
 from optbench.tracking.files import atomic_write_json, json_safe
 
 PROG = "optbench tune"
-LOCK_NAME = ".tune.lock"
-SUMMARY_NAME = "tuning.json"
+LOCK_NAME = ".tune.lock"  # held by a worker between counting trials and asking for one
+COMMAND_LOCK = ".tune.command.lock"  # held by the command: one at a time per sweep dir
 log = logging.getLogger("optbench")
 
 
@@ -100,7 +103,7 @@ def prepare(overrides: list[str]) -> Tuning:
             cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
             block = OmegaConf.to_container(cfg.tuning, resolve=True) if "tuning" in cfg else None
             root = Path(str(cfg.hydra.sweep.dir)).resolve()
-            epochs = cfg.trainer.epochs
+            epochs = require_int(cfg.trainer.epochs, "trainer.epochs", 1)
         settings = read_settings(block)
         check_owned_keys(parsed, settings)
         if "'" in str(root) or "\\" in str(root):
@@ -131,8 +134,9 @@ def check_owned_keys(parsed: list[Override], settings: TuningSettings) -> None:
             )
 
 
-def open_cell(t: Tuning, cell: Cell) -> optuna.Study:
-    """The cell's study, created with its planned trials the first time."""
+def open_cell(t: Tuning, cell: Cell, extra: list[str]) -> optuna.Study:
+    """The cell's study, created with its planned trials the first time; `extra`: the
+    overrides its runs add (a rerun's pick)."""
     pruner = (
         PRUNERS[t.settings.pruner](**t.settings.pruner_options) if cell.phase == TUNING else None
     )
@@ -144,7 +148,7 @@ def open_cell(t: Tuning, cell: Cell) -> optuna.Study:
         direction="maximize" if t.maximize else "minimize",
         load_if_exists=True,
     )
-    enqueue(study, cell)
+    enqueue(study, cell, extra)
     return study
 
 
@@ -152,7 +156,7 @@ def run_cells(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker:
     """One worker: every cell's trials, each asked for when this worker is free. `extra`:
     overrides per optimizer (for the reruns, its pick's values)."""
     for cell in cells:
-        study = open_cell(t, cell)
+        study = open_cell(t, cell, extra.get(cell.optimizer, []))
         if cell.phase == TUNING:
             space, overrides = (
                 t.space(cell.optimizer),
@@ -170,7 +174,7 @@ def run_cells(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker:
 def run_phase(t: Tuning, cells: list[Cell], extra: dict[str, list[str]]) -> None:
     """Reclaim what a killed command left running, then work through the cells."""
     for cell in cells:
-        if again := reclaim_running(open_cell(t, cell)):
+        if again := reclaim_running(open_cell(t, cell, extra.get(cell.optimizer, []))):
             log.warning("%s: trials %s were left running by a stopped command: asked again",
                         cell.name, again)  # fmt: skip
     if t.settings.workers == 1:
@@ -201,8 +205,15 @@ def run_phase(t: Tuning, cells: list[Cell], extra: dict[str, list[str]]) -> None
 
 
 def _worker(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker: int) -> None:
+    # Its own process group: a Ctrl-C at the terminal reaches the command alone, which
+    # forwards it once (a second signal would stop a run without its checkpoint).
+    os.setpgrp()
     _log_to_stderr()
-    run_cells(t, cells, extra, worker)
+    try:
+        run_cells(t, cells, extra, worker)
+    except UserError as err:
+        print(f"{PROG}: worker {worker}: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _log_to_stderr() -> None:
@@ -222,7 +233,7 @@ def picks(t: Tuning) -> dict[str, Pick]:
     found = {}
     for name in t.settings.optimizers:
         cells = [c for c in tuning_cells(t.settings) if c.optimizer == name]
-        bests = [study_best(open_cell(t, c)) for c in cells]
+        bests = [study_best(open_cell(t, c, [])) for c in cells]
         if (chosen := pick(bests, t.maximize)) is not None:
             found[name] = chosen
     return found
@@ -234,31 +245,36 @@ def pick_overrides(chosen: Pick) -> list[str]:
 
 
 def tune(t: Tuning) -> dict[str, Any]:
-    """Both phases; the summary written to tuning.json."""
+    """Both phases, one command at a time per sweep dir; the summary written to tuning.json."""
     t.root.mkdir(parents=True, exist_ok=True)
-    try:
-        run_phase(t, tuning_cells(t.settings), {})
-    finally:
-        write_summary(t, {})
-    chosen = picks(t)
-    if not chosen:
-        raise UserError(f"no tuning trial completed; see {t.root / TUNING}")
-    extra = {name: pick_overrides(p) for name, p in chosen.items()}
-    try:
-        run_phase(t, [eval_cell(t.settings, name) for name in chosen], extra)
-    finally:
-        summary = write_summary(t, chosen)
+    with (t.root / COMMAND_LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another optbench tune is running in {t.root}") from None
+        try:
+            run_phase(t, tuning_cells(t.settings), {})
+        finally:
+            write_summary(t, picks(t), evaluated=False)
+        chosen = picks(t)
+        if not chosen:
+            raise UserError(f"no tuning trial completed; see {t.root / TUNING}")
+        extra = {name: pick_overrides(p) for name, p in chosen.items()}
+        try:
+            run_phase(t, [eval_cell(t.settings, name) for name in chosen], extra)
+        finally:
+            summary = write_summary(t, chosen, evaluated=True)
     return summary
 
 
-def write_summary(t: Tuning, chosen: dict[str, Pick]) -> dict[str, Any]:
+def write_summary(t: Tuning, chosen: dict[str, Pick], evaluated: bool) -> dict[str, Any]:
     """<root>/tuning.json: the settings, every trial, each study's best, medians, picks, reruns."""
     s = t.settings
     optimizers = {}
     for name in s.optimizers:
         studies = []
         for cell in (c for c in tuning_cells(s) if c.optimizer == name):
-            study = open_cell(t, cell)
+            study = open_cell(t, cell, [])
             best = study_best(study)
             studies.append({
                 "study": cell.index,
@@ -273,12 +289,16 @@ def write_summary(t: Tuning, chosen: dict[str, Pick]) -> dict[str, Any]:
         }
         p = chosen.get(name)
         if p is not None:
-            reruns = open_cell(t, eval_cell(s, name)).get_trials(deepcopy=False)
-            scores = [r.value for r in reruns if r.state == optuna.trial.TrialState.COMPLETE]
             entry |= {
                 "median_of_bests": p.median,
                 "study_bests": p.bests,
                 "pick": {"study": p.study} | _row(p.trial),
+            }
+        if p is not None and evaluated:
+            rerun_cell = eval_cell(s, name)
+            reruns = open_cell(t, rerun_cell, pick_overrides(p)).get_trials(deepcopy=False)
+            scores = [r.value for r in reruns if r.state == optuna.trial.TrialState.COMPLETE]
+            entry |= {
                 "eval": [{"seed": r.params.get(SEED_KEY)} | _row(r) for r in reruns],
                 "eval_objective": {
                     "mean": statistics.fmean(scores) if scores else None,
@@ -302,7 +322,7 @@ def write_summary(t: Tuning, chosen: dict[str, Pick]) -> dict[str, Any]:
         "overrides": t.overrides,
         "optimizers": optimizers,
     }
-    atomic_write_json(t.root / SUMMARY_NAME, json_safe(summary))
+    atomic_write_json(t.root / TUNING_NAME, json_safe(summary))
     return summary
 
 
@@ -339,5 +359,5 @@ def main(argv: list[str]) -> int:
     except WorkerFailed as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return err.returncode
-    print(f"{PROG}: wrote {t.root / SUMMARY_NAME}; compare: optbench report {t.root / EVAL}")
+    print(f"{PROG}: wrote {t.root / TUNING_NAME}; compare: optbench report {t.root / EVAL}")
     return 0

@@ -48,6 +48,9 @@ def _tuning_section(roots: list[Path]) -> str:
     parts = []
     for path in sorted(p for p in found if p.is_file()):
         summary = json.loads(path.read_text())
+        if "studies" not in summary:  # written before the protocol ran as Optuna studies
+            parts.append(f"`{path}`: an older tuning summary, not shown.\n\n")
+            continue
         parts.append(
             f"`{path}`: {summary['studies']} studies x {summary['trials_per_study']} trials per "
             f"optimizer ({summary['direction']} the objective); score = median over studies of "
@@ -61,10 +64,10 @@ def _tuning_section(roots: list[Path]) -> str:
                 parts.append(f"| {name} | no completed trial | | | | | |\n")
                 continue
             bests = ", ".join("-" if b is None else f"{b:.4g}" for b in entry["study_bests"])
-            params = ", ".join(f"{k}={v:.3g}" for k, v in entry["pick"]["params"].items())
+            params = ", ".join(f"{k}={_value(v)}" for k, v in entry["pick"]["params"].items())
             if entry["self_tuning"]:
                 params = f"defaults, {entry['epochs']} epochs (self-tuning)"
-            ev = entry["eval_objective"]
+            ev = entry.get("eval_objective") or {"mean": None, "std": None, "n": "not yet rerun"}
             parts.append(
                 f"| {name} | {entry['median_of_bests']:.4g} | {bests} | {params} | "
                 f"{_num(ev['mean'])} | {_num(ev['std'])} | {ev['n']} |\n"
@@ -74,3 +77,7 @@ def _tuning_section(roots: list[Path]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _value(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -53,20 +53,22 @@ class Dimension:
 
     def from_unit(self, u: float) -> Any:
         """The value at `u` in [0, 1): quasi-random points of the unit cube mapped onto the
-        dimension (log-uniformly on a log scale; an int or a step rounds down onto the grid)."""
+        dimension, every value equally likely: log-uniformly on a log scale; an int or a step
+        takes the grid point whose cell holds `u` (the top value included)."""
         d = self.distribution
         if isinstance(d, optuna.distributions.CategoricalDistribution):
             return d.choices[min(int(u * len(d.choices)), len(d.choices) - 1)]
+        is_int = isinstance(d, optuna.distributions.IntDistribution)
         if d.log:
-            value = math.exp(math.log(d.low) + u * (math.log(d.high) - math.log(d.low)))
-        else:
-            value = d.low + u * (d.high - d.low)
-        tolerance = 1e-9  # exp(log(...)) lands a hair below a grid point it should hit
-        if d.step is not None:
-            value = d.low + math.floor((value - d.low) / d.step + tolerance) * d.step
-        if isinstance(d, optuna.distributions.IntDistribution):
-            return min(math.floor(value + tolerance), d.high)
-        return min(max(float(value), d.low), d.high)
+            top = d.high + 1 if is_int else d.high  # an int's cell [k, k + 1)
+            value = math.exp(math.log(d.low) + u * (math.log(top) - math.log(d.low)))
+            return min(math.floor(value), d.high) if is_int else min(max(value, d.low), d.high)
+        step = d.step if d.step is not None else (1 if is_int else None)
+        if step is None:
+            return d.low + u * (d.high - d.low)
+        points = math.floor((d.high - d.low) / step + 1e-9) + 1
+        value = d.low + min(math.floor(u * points), points - 1) * step
+        return value if is_int else min(float(value), d.high)  # 0.1 x 3 > 0.3 in floats
 
     def corners(self) -> tuple[Any, Any]:
         """The two extremes: what the preflight checks before any trial runs."""

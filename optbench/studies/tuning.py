@@ -3,7 +3,8 @@
 Every optimizer in `tuning.optimizers` gets `tuning.studies` independent studies of
 `tuning.trials` trials. Study s of every optimizer trains the same quasi-random points (one
 scrambled Sobol sequence per study, seeded `sobol_seed + s`) mapped onto that optimizer's own
-space, so the budgets differ only in where the spaces lie. An optimizer's score is the median
+space (the same unit-cube points for spaces of as many dimensions), so the budgets differ only
+in where the spaces lie. An optimizer's score is the median
 over its studies of each study's best trial; the best trial of the median study is then
 trained again on `eval_seeds`, seeds no trial used. A self-tuning optimizer (Prodigy,
 D-Adaptation) searches nothing: its one trial and its reruns train with its defaults for
@@ -15,6 +16,7 @@ resume and workers serve here exactly as they serve `optbench search`.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -94,14 +96,12 @@ def read_settings(block: Any) -> TuningSettings:
         optimizer_info(name)  # an unknown name is a one-line error naming the known ones
     seed = require_int(block.get("seed"), "tuning.seed", 0)
     eval_seeds = block.get("eval_seeds")
-    if (
-        not isinstance(eval_seeds, list)
-        or not eval_seeds
-        or len(set(eval_seeds)) != len(eval_seeds)
-    ):
+    if not isinstance(eval_seeds, list) or not eval_seeds:
         raise UserError(f"tuning.eval_seeds must list distinct seeds, got {eval_seeds!r}")
     for s in eval_seeds:
         require_int(s, "each of tuning.eval_seeds", 0)
+    if len(set(eval_seeds)) != len(eval_seeds):
+        raise UserError(f"tuning.eval_seeds must list distinct seeds, got {eval_seeds!r}")
     if seed in eval_seeds:
         raise UserError(
             f"tuning.eval_seeds must be fresh seeds, but {seed} is tuning.seed, the trials' seed"
@@ -206,10 +206,25 @@ def eval_space(settings: TuningSettings) -> SearchSpace:
     return SearchSpace((Dimension(SEED_KEY, choice),), {})
 
 
-def enqueue(study: optuna.Study, cell: Cell) -> None:
-    """Put the cell's planned trials into a new study; a study that has trials is left alone."""
+PLAN_ATTR = "plan"
+
+
+def enqueue(study: optuna.Study, cell: Cell, overrides: list[str]) -> None:
+    """Put the cell's planned trials into a new study, recording the plan; a study made by an
+    earlier command must have planned the same trials with the same `overrides` (a pick)."""
+    plan = json.dumps(
+        {"trials": [[p.run_name, p.params] for p in cell.trials], "overrides": overrides},
+        sort_keys=True,
+    )
     if study.get_trials(deepcopy=False):
+        if study.user_attrs.get(PLAN_ATTR) != plan:
+            raise UserError(
+                f"the study '{cell.name}' in this sweep dir was planned with other trials or "
+                "values (tuning.trials, its space, sobol_seed, eval_seeds or the pick changed); "
+                "resume with the settings it started with, or use a new hydra.sweep.dir"
+            )
         return
+    study.set_user_attr(PLAN_ATTR, plan)
     for planned in cell.trials:
         study.enqueue_trial(planned.params, user_attrs={RUN_NAME: planned.run_name})
 
