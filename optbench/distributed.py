@@ -8,7 +8,6 @@ A single process is a world of one, and every collective here is then a no-op.
 
 from __future__ import annotations
 
-import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -67,15 +66,7 @@ def init() -> World:
             dist.init_process_group("cpu:gloo,cuda:nccl")
         else:
             dist.init_process_group("gloo")
-        # Left to the interpreter's teardown, the group's threads can outlive it: a rank then
-        # dies with "terminate called without an active exception" after its work is done.
-        atexit.register(_leave)
     return world
-
-
-def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def current() -> World:
