@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 FAST = [
     "dataset=synthetic",
     "dataset.train_size=512",
+    "dataset.val_size=256",
     "dataset.test_size=256",
     "dataset.separation=0.4",
     "model=mlp",

@@ -12,7 +12,8 @@ import pytest
 
 from optbench.hydra_command import remove_refused_job_dir
 
-FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=mlp",
+FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.val_size=128", "dataset.test_size=128",
+        "model=mlp",
         "model.hidden=[32]", "trainer.epochs=1", "trainer.batch_size=64", "trainer.device=cpu"]  # fmt: skip
 
 

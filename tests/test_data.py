@@ -112,16 +112,41 @@ def test_fashion_mnist_is_read_from_a_folder_of_idx_files(tmp_path):
             "root": str(tmp_path / "none"),
             "download": False,
             "search_dirs": [str(folder)],
+            "val_size": 0,
+            "split_seed": 0,
         }
     )
     data = load_dataset(cfg)
     assert data.train.images.shape == (7, 1, 28, 28) and data.test.images.shape == (3, 1, 28, 28)
-    assert data.train.labels.dtype == torch.int64
+    assert data.train.labels.dtype == torch.int64 and data.val is None
+
+    cfg.val_size = 3
+    held_out = load_dataset(cfg)
+    assert (len(held_out.train), len(held_out.val)) == (4, 3)
+    # Together the two are the training images, each once; the test images are untouched.
+    rows = lambda split: sorted(map(tuple, split.images.flatten(1).tolist()))  # noqa: E731
+    assert rows(held_out.train) + rows(held_out.val) != []
+    assert sorted(rows(held_out.train) + rows(held_out.val)) == rows(data.train)
+    assert torch.equal(held_out.test.images, data.test.images)
+    assert torch.equal(load_dataset(cfg).val.images, held_out.val.images)  # fixed by split_seed
+    cfg.split_seed = 1
+    assert not torch.equal(load_dataset(cfg).val.images, held_out.val.images)
+    assert (dataset_info(cfg).train_size, dataset_info(cfg).val_size) == (59_997, 3)
+    cfg.val_size = 60_000  # the sizes are Fashion-MNIST's, known before loading
+    with pytest.raises(UserError, match=r"dataset\.val_size=60000 leaves no training images"):
+        dataset_info(cfg)
 
 
 def test_missing_fashion_mnist_without_download_is_a_user_error(tmp_path):
     cfg = OmegaConf.create(
-        {"name": "fashion_mnist", "root": str(tmp_path), "download": False, "search_dirs": []}
+        {
+            "name": "fashion_mnist",
+            "root": str(tmp_path),
+            "download": False,
+            "search_dirs": [],
+            "val_size": 0,
+            "split_seed": 0,
+        }
     )
     with pytest.raises(UserError, match="dataset-fashion-mnist"):
         load_dataset(cfg)
@@ -140,10 +165,13 @@ def test_fashion_mnist_loads_from_the_debian_package(tmp_path):
             "root": str(tmp_path),
             "download": False,
             "search_dirs": [str(DEBIAN_FASHION_MNIST)],
+            "val_size": 5000,
+            "split_seed": 0,
         }
     )
     data = load_dataset(cfg)
-    assert data.train.images.shape == (60_000, 1, 28, 28) and data.test.images.shape == (
+    assert len(data.val) == 5000 and sorted(data.val.labels.unique().tolist()) == list(range(10))
+    assert data.train.images.shape == (55_000, 1, 28, 28) and data.test.images.shape == (
         10_000,
         1,
         28,
@@ -156,7 +184,7 @@ def test_fashion_mnist_loads_from_the_debian_package(tmp_path):
 
 def synthetic_cfg(**overrides):
     cfg = {"name": "synthetic", "shape": [3, 8, 8], "num_classes": 4, "train_size": 64, "test_size": 32,
-           "separation": 0.2, "noise": 0.5, "seed": 0}  # fmt: skip
+           "val_size": 16, "separation": 0.2, "noise": 0.5, "seed": 0}  # fmt: skip
     return OmegaConf.create({**cfg, **overrides})
 
 
@@ -174,3 +202,31 @@ def test_train_subset_shrinks_the_plan_and_the_data():
     cfg = synthetic_cfg(train_subset=10)
     assert dataset_info(cfg).train_size == 10
     assert len(load_dataset(cfg).train) == 10
+
+
+def test_synthetic_validation_images_are_drawn_apart_from_training_and_test():
+    data = load_dataset(synthetic_cfg())
+    assert (len(data.train), len(data.val), len(data.test)) == (64, 16, 32)
+    train_rows = set(map(tuple, data.train.images.flatten(1).tolist()))
+    assert not train_rows & set(map(tuple, data.val.images.flatten(1).tolist()))
+    # Training and test images do not depend on how many validation images there are.
+    without = load_dataset(synthetic_cfg(val_size=0))
+    assert without.val is None and torch.equal(without.test.images, data.test.images)
+    assert torch.equal(without.train.images, data.train.images)
+
+
+def test_text_holds_out_a_validation_part_before_the_test_part(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(bytes(range(256)) * 4)  # 1,024 bytes
+    cfg = OmegaConf.create({"name": "text", "path": str(path), "block_size": 8,
+                            "val_fraction": 0.25, "test_fraction": 0.125,
+                            "windows_per_epoch": None})  # fmt: skip
+    data = load_dataset(cfg)
+    assert (len(data.train), len(data.val), len(data.test)) == (640, 256, 128)
+    assert torch.equal(
+        torch.cat([data.train, data.val, data.test]),
+        torch.tensor(list(path.read_bytes()), dtype=torch.uint8),
+    )
+    assert (data.info.val_size, data.info.test_size) == (255 // 8, 127 // 8)
+    cfg.val_fraction = 0
+    assert load_dataset(cfg).val is None and dataset_info(cfg).val_size == 0

@@ -42,6 +42,7 @@ PRESETS = {  # name -> jobs its declared sweep runs
     "airbench94_muon": 1,
     "lm_optimizers": 21,
     "lr_wd_search": 1,  # optbench search chooses the trials: train runs the base config
+    "lr_sensitivity": 66,
 }
 
 
@@ -144,8 +145,8 @@ def test_a_declared_seed_sweep_gives_mean_and_spread_in_the_report(tmp_path):
     assert {r["scheduler"] for r in runs} == {"cosine"}
     run("optbench", "report", str(sweep), "--out", "report", cwd=tmp_path)
     (row,) = csv.DictReader((tmp_path / "report" / "report.csv").open())
-    assert row["seeds"] == "3" and row["best_test_acc_n"] == "3"
-    assert float(row["best_test_acc_mean"]) > 0 and row["best_test_acc_std"] != ""
+    assert row["seeds"] == "3" and row["best_val_acc_n"] == "3"
+    assert float(row["best_val_acc_mean"]) > 0 and row["best_val_acc_std"] != ""
 
 
 # --- launchers -----------------------------------------------------------------------------

@@ -173,13 +173,14 @@ def test_schedule_free_evaluates_at_its_averaged_weights_and_trains_on():
     for i in range(5):
         setup.step([next(batches)], i)
     before = [p.clone() for p in setup.model.parameters()]
-    at_average = evaluate(setup.step, setup.data.test_batches, setup.data.train_batches)
+    held_out = {"val": setup.data.val_batches}
+    at_average = evaluate(setup.step, held_out, setup.data.train_batches)
     # Back at the training point y, up to the rounding of Schedule-Free's own y -> x -> y interpolation.
     for a, b in zip(before, setup.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     setup.step.schedule_free = False  # the same evaluation at the training point y
-    at_training_point = evaluate(setup.step, setup.data.test_batches)
-    assert at_average["loss"] != at_training_point["loss"]
+    at_training_point = evaluate(setup.step, held_out)
+    assert at_average["val_loss"] != at_training_point["val_loss"]
 
 
 def test_lookahead_takes_its_bases_documented_defaults():

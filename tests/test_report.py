@@ -24,7 +24,7 @@ from optbench.report.tables import interval_cell
 
 FAST = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "model=mlp",
         "model.hidden=[64]", "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false"]  # fmt: skip
-FIGURES = ["test_acc.png", "train_loss.png", "lr.png", "final.png"]
+FIGURES = ["val_acc.png", "train_loss.png", "lr.png", "final.png"]
 
 
 def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -79,7 +79,7 @@ def test_a_sweep_report_has_one_row_per_setting_with_the_seed_means(sweep):
         runs = [results_of(p) for p in sweep.glob("*/") if (p / "results.json").is_file()]
         mine = [r for r in runs if (r["optimizer"], r["scheduler"]) == (row["optimizer.name"], row["scheduler.name"])]  # fmt: skip
         assert sorted(r["seed"] for r in mine) == [0, 1] and row["completed"] == "2"
-        for key in ("final_test_acc", "best_test_acc", "wall_time_s", "images_per_s"):
+        for key in ("final_val_acc", "best_val_acc", "wall_time_s", "images_per_s"):
             values = [r[key] for r in mine]
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values))
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values))
@@ -88,7 +88,7 @@ def test_a_sweep_report_has_one_row_per_setting_with_the_seed_means(sweep):
     assert len(read_csv(report / "runs.csv")) == 8
     markdown = (report / "report.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| optimizer"))
-    assert header.startswith("| optimizer | scheduler | runs ok | seeds | final test acc %")
+    assert header.startswith("| optimizer | scheduler | runs ok | seeds | final val acc %")
     assert sum(line.startswith(("| adamw", "| sgd")) for line in markdown.splitlines()) == 4
     for figure in FIGURES:
         assert (report / figure).read_bytes().startswith(b"\x89PNG")
@@ -115,13 +115,13 @@ def test_failed_and_diverged_runs_are_listed_not_averaged(sweep, tmp_path):
     sgd_cosine = rows["sgd", "cosine"]
     only = results_of(run_dir(copy, "sgd", "cosine", 1))
     assert (sgd_cosine["runs"], sgd_cosine["completed"], sgd_cosine["failed_unfinished"]) == ("3", "1", "2")  # fmt: skip
-    assert float(sgd_cosine["final_test_acc_mean"]) == only["final_test_acc"]
-    assert sgd_cosine["final_test_acc_std"] == ""  # one seed: no spread to report
+    assert float(sgd_cosine["final_val_acc_mean"]) == only["final_val_acc"]
+    assert sgd_cosine["final_val_acc_std"] == ""  # one seed: no spread to report
     assert sgd_cosine["target_attempts"] == "1"  # failed runs neither reach nor miss
-    assert sgd_cosine["final_test_acc_ci95_low"] == sgd_cosine["final_test_acc_p"] == ""
+    assert sgd_cosine["final_val_acc_ci95_low"] == sgd_cosine["final_val_acc_p"] == ""
     adamw = rows["adamw", "constant"]
     kept = results_of(run_dir(copy, "adamw", "constant", 0))
-    assert float(adamw["final_test_acc_mean"]) == kept["final_test_acc"]
+    assert float(adamw["final_val_acc_mean"]) == kept["final_val_acc"]
     assert (adamw["diverged"], adamw["reached_target"], adamw["target_attempts"]) == ("1", "1", "2")
 
     statuses = [r["status"] for r in read_csv(tmp_path / "out" / "runs.csv")]
@@ -141,7 +141,11 @@ def test_two_workloads_get_a_performance_profile(sweep, tmp_path):
     assert "16 runs, 8 groups" in out.stdout
     assert (tmp_path / "out" / "profile.png").read_bytes().startswith(b"\x89PNG")
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "](profile.png)" in markdown and "| synthetic/mlp | synthetic/mlp_copy |" in markdown
+    assert "](profile.png)" in markdown
+    assert "| synthetic/mlp (seconds) | synthetic/mlp_copy (seconds) |" in markdown
+    scores = {r["method"]: r for r in read_csv(tmp_path / "out" / "scores.csv")}
+    assert set(scores) == {"budget"} | {f"optimizer={o}, scheduler={s}" for o in ("sgd", "adamw") for s in ("cosine", "constant")}  # fmt: skip
+    assert all(0 <= float(r["profile_score"]) <= 1 for m, r in scores.items() if m != "budget")
 
 
 def test_performance_profiles_count_workloads_within_tau_of_the_best():
@@ -168,7 +172,8 @@ def fake_run(
     sweep: str = "s",
     **config,
 ) -> Run:
-    """A run of method `name` whose test accuracy was `accs[i]` after epoch i + 1 (1 s each)."""
+    """A run of method `name` whose test accuracy was `accs[i]` after epoch i + 1 (1 s each),
+    in results.json schema 1 (before the validation split: no `metric`, ranked by test_acc)."""
     metrics = [
         {"epoch": i + 1, "test_acc": acc, "train_time_s": float(i + 1)}
         for i, acc in enumerate(accs or [])
@@ -263,7 +268,7 @@ def test_the_csv_and_markdown_test_each_group_against_the_chosen_baseline(sweep,
 
     def accs(row: dict[str, str]) -> list[float]:
         mine = [r for r in runs if (r["optimizer"], r["scheduler"]) == (row["optimizer.name"], row["scheduler.name"])]  # fmt: skip
-        return [r["final_test_acc"] for r in mine]
+        return [r["final_val_acc"] for r in mine]
 
     rows = read_csv(tmp_path / "report.csv")
     (baseline,) = [r for r in rows if r["method"] == "optimizer=sgd, scheduler=cosine"]
@@ -272,24 +277,25 @@ def test_the_csv_and_markdown_test_each_group_against_the_chosen_baseline(sweep,
         mine, theirs = accs(row), accs(baseline)
         if statistics.stdev(mine) > 0:
             low, high = scipy_interval(mine)
-            assert float(row["final_test_acc_ci95_low"]) == pytest.approx(low)
-            assert float(row["final_test_acc_ci95_high"]) == pytest.approx(high)
+            assert float(row["final_val_acc_ci95_low"]) == pytest.approx(low)
+            assert float(row["final_val_acc_ci95_high"]) == pytest.approx(high)
         if row is baseline:
-            assert row["final_test_acc_difference"] == row["final_test_acc_p"] == ""
+            assert row["final_val_acc_difference"] == row["final_val_acc_p"] == ""
             continue
         difference = statistics.fmean(mine) - statistics.fmean(theirs)
-        assert float(row["final_test_acc_difference"]) == pytest.approx(difference)
+        assert float(row["final_val_acc_difference"]) == pytest.approx(difference)
         if statistics.stdev(mine) + statistics.stdev(theirs) > 0:
             p = stats.ttest_ind(mine, theirs, equal_var=False).pvalue
-            assert float(row["final_test_acc_p"]) == pytest.approx(p)
-            assert row["final_test_acc_significant"] == str(p < 0.05)
+            assert float(row["final_val_acc_p"]) == pytest.approx(p)
+            assert row["final_val_acc_significant"] == str(p < 0.05)
         else:
-            assert row["final_test_acc_p"] == "" and row["final_test_acc_seeds_needed"] == ""
+            assert row["final_val_acc_p"] == "" and row["final_val_acc_seeds_needed"] == ""
 
     markdown = (tmp_path / "report.md").read_text()
     assert "## Against the baseline: optimizer=sgd, scheduler=cosine" in markdown
     assert "| group | metric | difference vs baseline | p (Welch) | Hedges' g | seeds needed | note |" in markdown  # fmt: skip
-    assert sum(line.startswith("| optimizer=") for line in markdown.splitlines()) == 3 * 3
+    section = markdown.split("## Against the baseline")[1].split("\n## ")[0]
+    assert sum(line.startswith("| optimizer=") for line in section.splitlines()) == 3 * 3
 
 
 def test_an_unknown_baseline_lists_the_groups_and_writes_nothing(sweep, tmp_path):
@@ -345,6 +351,10 @@ def test_a_resume_job_is_not_a_run(tmp_path):
         (["empty", "--alpha", "0"], "--alpha: must be in (0, 1)"),
         (["empty", "--alpha", "1"], "--alpha: must be in (0, 1)"),
         (["empty", "--alpha", "low"], "--alpha: must be a number"),
+        (["empty", "--tolerance", "0"], "--tolerance: must be in (0, 1)"),
+        (["empty", "--tolerance", "1"], "--tolerance: must be in (0, 1)"),
+        (["empty", "--tolerance", "wide"], "--tolerance: must be a number in (0, 1)"),
+        (["empty", "--time", "epochs"], "--time: invalid choice: 'epochs'"),
         ([], "the following arguments are required: DIR"),
     ],
 )
@@ -369,6 +379,11 @@ def test_a_malformed_results_file_is_flagged_and_never_averaged(sweep, tmp_path)
     (run_dir(copy, "sgd", "cosine", 0) / "results.json").write_text('{"status": "completed"}')
     out = optbench("report", str(copy), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    # Without a `metric`, it reads as a result from before the validation split: test_acc.
     assert "malformed results.json (completed without a number for final_test_acc)" in out.stdout
+    assert "predate" not in out.stdout
     rows = {(r["optimizer.name"], r["scheduler.name"]): r for r in read_csv(tmp_path / "out" / "report.csv")}  # fmt: skip
     assert (rows["sgd", "cosine"]["completed"], rows["sgd", "cosine"]["malformed"]) == ("1", "1")
+    # The group is still ranked by its readable seed's metric, val_acc.
+    kept = results_of(run_dir(copy, "sgd", "cosine", 1))
+    assert float(rows["sgd", "cosine"]["final_val_acc_mean"]) == kept["final_val_acc"]

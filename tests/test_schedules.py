@@ -27,7 +27,7 @@ def optimizer(momentum: float = 0.9) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=BASE_LRS[0], momentum=momentum)
 
 
-MODES = {"test_loss": "min", "test_acc": "max"}
+MODES = {"val_loss": "min", "val_acc": "max"}
 
 
 def factor_schedule(name: str, total: int = TOTAL, **overrides):
@@ -48,7 +48,7 @@ def ours(name: str, metrics: list[float] | None = None, **overrides) -> list[lis
     for i in range(TOTAL):
         values.append([base * scale * schedule.lr_factor(i) for scale in scales])
         if metrics is not None and (i + 1) % PER_EPOCH == 0:
-            schedule.evaluated({"test_loss": metrics[(i + 1) // PER_EPOCH - 1]}, i + 1)
+            schedule.evaluated({"val_loss": metrics[(i + 1) // PER_EPOCH - 1]}, i + 1)
     return values
 
 

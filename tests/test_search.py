@@ -47,7 +47,7 @@ def test_a_search_finds_an_lr_in_the_range_a_grid_calls_good(fast_cfg, tmp_path)
     for lr in grid:
         cfg = fast_cfg("+experiment=lr_wd_search", *QUICK, f"optimizer.lr={lr}", "trainer.epochs=2")
         out = train(cfg, tmp_path / "grid" / str(lr))
-        grid[lr] = out["best_test_acc"] if out["best_test_acc"] is not None else 0.0
+        grid[lr] = out["best_val_acc"] if out["best_val_acc"] is not None else 0.0
     best_acc = max(grid.values())
     good = [lr for lr, acc in grid.items() if acc >= best_acc - 0.02]
     low, high = min(good) / math.sqrt(10), max(good) * math.sqrt(10)

@@ -51,15 +51,15 @@ def brier(monkeypatch):
 
 def test_a_second_task_drives_logging_best_targets_and_results(brier, fast_cfg, tmp_path):
     cfg = fast_cfg("dataset.task=brier", "trainer.epochs=3", "trainer.targets=[1.5,0.0]",
-                   "scheduler=plateau", "scheduler.metric=test_brier")  # fmt: skip
+                   "scheduler=plateau", "scheduler.metric=val_brier")  # fmt: skip
     results = train(cfg, tmp_path)
     records = read_jsonl(tmp_path / "metrics.jsonl")
-    assert {"train_brier", "test_brier"} <= records[0].keys()
+    assert {"train_brier", "val_brier", "test_brier"} <= records[0].keys()
     assert not any(k.endswith("_acc") for r in records for k in r)
-    assert results["task"] == "brier" and results["metric"] == "test_brier"
+    assert results["task"] == "brier" and results["metric"] == "val_brier"
     assert results["higher_is_better"] is False
-    values = [r["test_brier"] for r in records]
-    assert results["best_test_brier"] == min(values) and values[0] > values[-1]  # it learns
+    values = [r["val_brier"] for r in records]
+    assert results["best_val_brier"] == min(values) and values[0] > values[-1]  # it learns
     assert results["best_epoch"] == values.index(min(values)) + 1
     assert results["time_to_target"]["1.5"]["epoch"] == 1  # reached: at or below the target
     assert results["time_to_target"]["0.0"] is None
@@ -75,9 +75,9 @@ def test_a_second_task_drives_logging_best_targets_and_results(brier, fast_cfg, 
 
 def test_the_plateau_metric_must_be_one_of_the_tasks(brier, fast_cfg):
     with pytest.raises(
-        UserError, match=r"scheduler\.metric must be one of train_brier, test_brier"
+        UserError, match=r"scheduler\.metric must be one of val_brier, got 'val_loss'"
     ):
-        check_train_config(fast_cfg("dataset.task=brier", "scheduler=plateau"))  # test_loss
+        check_train_config(fast_cfg("dataset.task=brier", "scheduler=plateau"))  # val_loss
 
 
 def test_an_unknown_task_is_a_user_error(fast_cfg):

@@ -15,11 +15,11 @@ from optbench.train import checkpoint
 from optbench.train.trainer import optimizer_steps, train
 
 # The schema's fields, and the metric keys a classification run adds to them.
-RESULT_FIELDS = {*REQUIRED, "final_test_acc", "final_test_loss", "final_train_loss",
-                 "final_train_acc", "best_test_acc"}  # fmt: skip
+RESULT_FIELDS = {*REQUIRED, "final_val_acc", "final_val_loss", "final_test_acc",
+                 "final_test_loss", "final_train_loss", "final_train_acc", "best_val_acc"}  # fmt: skip
 METRIC_FIELDS = {
-    "epoch", "step", "test_loss", "test_acc", "train_loss", "train_acc", "lr", "grad_norm",
-    "epoch_time_s", "images_per_s", "train_time_s",
+    "epoch", "step", "examples", "val_loss", "val_acc", "test_loss", "test_acc", "train_loss",
+    "train_acc", "lr", "grad_norm", "epoch_time_s", "images_per_s", "train_time_s",
 }  # fmt: skip
 
 
@@ -28,8 +28,13 @@ def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
     results = train(cfg, tmp_path)
 
     assert results["status"] == "completed"
-    assert results["final_test_acc"] > 0.5  # ten classes: chance is 0.1
-    assert results["best_test_acc"] >= results["final_test_acc"]
+    assert results["final_val_acc"] > 0.5  # ten classes: chance is 0.1
+    assert results["final_test_acc"] > 0.5
+    assert results["best_val_acc"] >= results["final_val_acc"]
+    best = next(r for r in records_of(tmp_path) if r["step"] == results["best_step"])
+    assert best["val_acc"] == results["best_val_acc"]
+    assert results["test_at_best"] == {"test_acc": best["test_acc"], "test_loss": best["test_loss"]}
+    assert results["data_split"] == {"train": 512, "val": 256, "test": 256}
     assert results["steps"] == 3 * 8  # 512 images / batch 64
     assert RESULT_FIELDS <= results.keys() and malformed(results) is None
     assert json.loads((tmp_path / "results.json").read_text()) == results
@@ -40,6 +45,8 @@ def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(METRIC_FIELDS <= r.keys() for r in records)
     assert records[-1]["test_acc"] == results["final_test_acc"]
+    assert records[-1]["val_acc"] == results["final_val_acc"]
+    assert [r["examples"] for r in records] == [512, 1024, 1536]
     assert records[0]["train_loss"] > records[-1]["train_loss"]
 
     snapshot = yaml.safe_load((tmp_path / "config.yaml").read_text())
@@ -49,17 +56,18 @@ def test_run_learns_and_writes_documented_outputs(fast_cfg, tmp_path):
     assert {"git", "torch", "device", "command"} <= info.keys()
 
     assert len(scalars(tmp_path, "train/loss_step")) == 24
-    assert [s for s, _ in scalars(tmp_path, "test/acc")] == [
-        8,
-        16,
-        24,
-    ]  # on the optimizer-step axis
+    for tag in ("val/acc", "test/acc"):  # on the optimizer-step axis
+        assert [s for s, _ in scalars(tmp_path, tag)] == [8, 16, 24]
+
+
+def records_of(run_dir):
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def test_evaluation_interval_still_evaluates_the_last_epoch(fast_cfg, tmp_path):
     results = train(fast_cfg("trainer.epochs=3", "trainer.eval_interval=2"), tmp_path)
     records = read_jsonl(tmp_path / "metrics.jsonl")
-    assert ["test_acc" in r for r in records] == [False, True, True]
+    assert ["test_acc" in r and "val_acc" in r for r in records] == [False, True, True]
     assert results["final_test_acc"] == records[-1]["test_acc"]
 
 

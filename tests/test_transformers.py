@@ -141,7 +141,7 @@ def test_a_gpt_trained_on_markov_text_gets_close_to_the_entropy_floor(tmp_path):
     # The best any model can do on these very tokens: the chain's own probabilities.
     oracle = -np.log(chain.transitions[held_out[:-1], held_out[1:]]).mean()
     records = read_jsonl(tmp_path / "metrics.jsonl")
-    assert results["metric"] == "test_loss" and results["higher_is_better"] is False
+    assert results["metric"] == "val_loss" and results["higher_is_better"] is False
     assert results["final_test_loss"] - oracle < 0.04  # nats per token
     assert records[-1]["test_bits_per_token"] == pytest.approx(
         results["final_test_loss"] / math.log(2)
@@ -212,7 +212,7 @@ def test_lr_find_schedule_sweeps_and_the_report_work_on_both_workloads(tmp_path)
         rows = {row["method"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"optimizer=adamw", "optimizer=lion"}
     for row in rows.values():
-        assert 0 < float(row["final_test_loss_mean"]) < math.log(8) and row["seeds"] == "2"
-    assert (tmp_path / "report" / "test_loss.png").read_bytes().startswith(b"\x89PNG")
+        assert 0 < float(row["final_val_loss_mean"]) < math.log(8) and row["seeds"] == "2"
+    assert (tmp_path / "report" / "val_loss.png").read_bytes().startswith(b"\x89PNG")
     # Lower is better: the default target is the best loss / 0.95, so some run reaches it.
     assert any(int(row["reached_target"]) > 0 for row in rows.values())

@@ -137,8 +137,10 @@ def test_self_tuning_optimizers_search_nothing_and_train_one_and_a_half_times_th
     assert s.epochs("adam", 3) == 3
 
 
-def frozen(value):
-    return SimpleNamespace(value=value)
+def frozen(value, number=0, reached=None, complete=True):
+    state = TrialState.COMPLETE if complete else TrialState.PRUNED
+    attrs = {"time_to_target": {"0.9": reached}}
+    return SimpleNamespace(value=value, number=number, state=state, user_attrs=attrs)
 
 
 @pytest.mark.parametrize(
@@ -155,11 +157,38 @@ def test_the_score_is_the_median_of_the_studies_bests_and_its_study_is_picked(
     values, maximize, median, study
 ):
     bests = [None if v is None else frozen(v) for v in values]
-    chosen = tuning.pick(bests, maximize)
+    chosen = tuning.pick(bests, tuning.Scoring(maximize))
     assert chosen.median == pytest.approx(statistics.median(v for v in values if v is not None))
     assert chosen.median == pytest.approx(median)
     assert chosen.study == study and chosen.trial is bests[study]
-    assert tuning.pick([None, None], True) is None
+    assert tuning.pick([None, None], tuning.Scoring(True)) is None
+
+
+def reached(step):
+    return {"epoch": step / 10, "step": step, "examples": 64 * step, "train_time_s": step / 100}
+
+
+def test_with_a_target_a_study_s_best_is_its_fastest_trial_and_a_miss_is_infinite():
+    scoring = tuning.Scoring(True, target=0.9, time="steps")
+    fast, slow = frozen(0.91, 0, reached(30)), frozen(0.97, 1, reached(50))  # slower, higher
+    close_miss, far_miss = frozen(0.89, 2), frozen(0.5, 3)
+    pruned = frozen(0.95, 4, reached(10), complete=False)  # a pruned trial never counts
+    assert min([slow, fast, close_miss], key=scoring.rank) is fast
+    assert min([close_miss, far_miss], key=scoring.rank) is close_miss  # misses: by value
+    assert scoring.score(far_miss) == math.inf and scoring.score(pruned) == math.inf
+    seconds = tuning.Scoring(True, target=0.9, time="seconds")
+    assert seconds.score(fast) == pytest.approx(0.3)
+    # Studies' fastest at 30 and 50 steps and one study that missed: the median is 50 steps,
+    # the study at the median is rerun.
+    chosen = tuning.pick([fast, slow, close_miss], scoring)
+    assert (chosen.median, chosen.study, chosen.trial) == (50, 1, slow)
+    assert chosen.bests == [30, 50, math.inf]
+    # More than half missed: the median is a miss, and the best of the misses is rerun.
+    chosen = tuning.pick([far_miss, close_miss, fast], scoring)
+    assert chosen.median == math.inf and chosen.trial is close_miss
+    # A tie in time goes to the higher value, then to the earlier study.
+    tie = frozen(0.95, 5, reached(30))
+    assert tuning.pick([fast, tie], scoring).trial is tie
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -170,7 +199,7 @@ def test_two_workers_tune_every_optimizer_then_rerun_each_median_pick_on_fresh_s
     root = tmp_path / "tune"
     args = tune_args(root, "tuning.optimizers=[sgd,adam,prodigy]", "tuning.trials=2",
                      "tuning.studies=3", "tuning.eval_seeds=[1,2]", "trainer.epochs=2",
-                     "tuning.workers=2")  # fmt: skip
+                     "tuning.workers=2", "tuning.target=null")  # fmt: skip
     assert main(args) == 0
     summary = json.loads((root / "tuning.json").read_text())
     storage = f"sqlite:///{root / 'optuna.db'}"
@@ -188,8 +217,8 @@ def test_two_workers_tune_every_optimizer_then_rerun_each_median_pick_on_fresh_s
         assert len(set(dirs)) == len(dirs) == (2 if name != "tuning/prodigy/0" else 1)
         if name in cells:
             assert [t.params for t in trials] == [p.params for p in cells[name].trials]
-        for t in trials:  # each value is its run's best test accuracy
-            assert t.value == results(t.user_attrs["run_dir"])["best_test_acc"]
+        for t in trials:  # each value is its run's best validation accuracy
+            assert t.value == results(t.user_attrs["run_dir"])["best_val_acc"]
     for name in ("sgd", "adam", "prodigy"):
         entry = summary["optimizers"][name]
         bests = [s["best"]["value"] for s in entry["studies"]]
@@ -207,7 +236,7 @@ def test_two_workers_tune_every_optimizer_then_rerun_each_median_pick_on_fresh_s
             assert {k: OmegaConf.select(cfg, k) for k in pick["params"]} == pick["params"]
             assert cfg.trainer.epochs == (3 if name == "prodigy" else 2)
         assert entry["eval_objective"]["mean"] == pytest.approx(
-            statistics.fmean(results(d)["best_test_acc"] for d in reruns)
+            statistics.fmean(results(d)["best_val_acc"] for d in reruns)
         )
     tuned = [config(t["run_dir"]) for s in summary["optimizers"]["sgd"]["studies"]
              for t in s["trials"]]  # fmt: skip

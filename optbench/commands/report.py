@@ -18,12 +18,28 @@ from optbench.report.document import (
     left_out,
     not_compared,
     report_markdown,
+    schema_note,
+    target_heading,
     target_notes,
     target_rule,
     tensorboard_command,
 )
 from optbench.report.document import plots as figures
-from optbench.report.tables import groups_csv, rich_contrast_table, rich_table, runs_csv
+from optbench.report.profiles import SECONDS, TIME_UNITS
+from optbench.report.sensitivity import DEFAULT_TOLERANCE
+from optbench.report.tables import (
+    cells_to_rich,
+    groups_csv,
+    rich_contrast_table,
+    rich_table,
+    runs_csv,
+    score_cells,
+    score_title,
+    scores_csv,
+    sensitivity_cells,
+    sensitivity_csv,
+    sensitivity_title,
+)
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.studies.search_outputs import report_section
 from optbench.tracking.console import console
@@ -34,8 +50,11 @@ Compare the runs under one or more run or sweep directories: one group per setti
 keys the runs differ in (the seed and paths aside), mean ± std and a 95% t-interval over seeds,
 failed runs listed; each group against its workload's baseline group: Welch's t-test, Hedges' g
 and the seeds per group that would resolve the difference. Writes report.md, report.csv (one
-row per group), runs.csv (one row per run) and PNG figures; with two or more workloads
-(dataset + model), performance profiles of time to target too."""
+row per group), runs.csv (one row per run) and PNG figures. Scores methods by time to target:
+AlgoPerf's integrated performance profile and the geometric-mean speedup over the baseline
+(scores.csv; with two or more workloads, dataset + model, the profiles' plot too). For each
+numeric setting swept over 3 or more values (an LR grid), the final metric against it with
+its good region (sensitivity.csv, sensitivity_<key>.png)."""
 
 
 def _target(text: str) -> float:
@@ -48,7 +67,7 @@ def _target(text: str) -> float:
     return value
 
 
-def _alpha(text: str) -> float:
+def _open_unit_interval(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -71,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
         "--target",
         type=_target,
         metavar="VALUE",
-        help="value of the runs' main metric to time (a test accuracy in (0, 1], a test loss), "
+        help="value of the runs' main metric to time (a validation accuracy in (0, 1], a "
+        "validation loss; test for results older than the validation split), "
         f"for every workload (default: {DEFAULT_TARGET_FRACTION:g} x the best value any completed "
         "run reached on that workload; the best / that, for a loss)",
     )
@@ -79,11 +99,28 @@ def parser() -> argparse.ArgumentParser:
         "--baseline",
         metavar="GROUP",
         help="the group every other group of its workload is tested against, as the report names "
-        "it, e.g. 'optimizer=sgd,scheduler=cosine' (default: the first group)",
+        "it, e.g. 'optimizer=sgd,scheduler=cosine', and whose method the speedups are over "
+        "(default: the first group)",
+    )
+    p.add_argument(
+        "--time",
+        choices=TIME_UNITS,
+        default=SECONDS,
+        help="unit of the times to target that scores and speedups use: seconds of training "
+        "(default) or optimizer steps (the same on any machine)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_open_unit_interval,
+        default=DEFAULT_TOLERANCE,
+        metavar="FRACTION",
+        help="sensitivity: the good region holds the values whose mean is within this fraction "
+        f"of the best (default {DEFAULT_TOLERANCE:g}: an accuracy >= {1 - DEFAULT_TOLERANCE:g} x "
+        f"the best, a loss <= the best / {1 - DEFAULT_TOLERANCE:g})",
     )
     p.add_argument(
         "--alpha",
-        type=_alpha,
+        type=_open_unit_interval,
         default=DEFAULT_ALPHA,
         metavar="LEVEL",
         help=f"significance level of the tests and of the seeds-needed estimate (default: "
@@ -118,22 +155,30 @@ def print_comparison(c: Comparison) -> None:
     )
     # Paths hold brackets and commas: no markup, no highlighting, no hard line breaks.
     plain = {"markup": False, "highlight": False, "soft_wrap": True}
+    for line in schema_note(c):
+        console.print(line, **plain)
     if c.against.contrasts:
         print_table(rich_contrast_table(c.against))
     for line in not_compared(c.against):
         console.print(line, **plain)
-    console.print(
-        f"target test accuracy ({target_rule(c)}):", *target_notes(c), sep="\n  ", **plain
-    )
+    console.print(f"{target_heading(c)} ({target_rule(c)}):", *target_notes(c), sep="\n  ", **plain)
     if missing := left_out(c.summaries):
         lines = [f"{why}: {path}" for why, path in missing]
         console.print("not in the means:", *lines, sep="\n  ", **plain)
-    if c.times is None:
+    if c.scoring is not None:
+        print_table(cells_to_rich(*score_cells(c.scoring), score_title(c.scoring)))
+        if c.scoring.speedups is None:
+            console.print(
+                f"speedups: none, the baseline {c.scoring.baseline} made no attempt", **plain
+            )
+    if not c.profiled:
         console.print(
             "performance profiles: skipped, they need at least 2 workloads "
             f"(found {len(c.workloads)})",
             **plain,
         )
+    for s in c.sensitivities:
+        print_table(cells_to_rich(*sensitivity_cells(s), sensitivity_title(s)))
     console.print(f"HParams view of every run: {tensorboard_command(c)}", **plain)
 
 
@@ -154,9 +199,18 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     plots.plot_lr(c.summaries, out / "lr.png")
     plots.plot_final(c.summaries, out / FINAL_PLOT)
     written = ["report.md", "report.csv", "runs.csv", *figures(headline)]
-    if c.times is not None:
-        plots.plot_profiles(c.times, c.summaries, out / PROFILE_PLOT)
+    if c.scoring is not None:
+        atomic_write_text(out / "scores.csv", scores_csv(c.scoring))
+        written.append("scores.csv")
+    if c.profiled:
+        plots.plot_profiles(c.scoring.times, c.summaries, out / PROFILE_PLOT, c.scoring.unit)
         written.append(PROFILE_PLOT)
+    if c.sensitivities:
+        atomic_write_text(out / "sensitivity.csv", sensitivity_csv(c.sensitivities))
+        written.append("sensitivity.csv")
+    for s in c.sensitivities:
+        plots.plot_sensitivity(s, out / s.figure)
+        written.append(s.figure)
     atomic_write_text(out / "report.md", report_markdown(c) + report_section(c.roots, out))
     return written
 
@@ -166,7 +220,9 @@ def run_report(args: list[str]) -> int:
         opts = parser().parse_args(args)
     except SystemExit as exit_:  # --help has been printed
         return int(exit_.code or 0)
-    comparison = compare(opts.dirs, opts.target, opts.baseline, opts.alpha)
+    comparison = compare(
+        opts.dirs, opts.target, opts.baseline, opts.alpha, opts.tolerance, opts.time
+    )
     print_comparison(comparison)
     out = opts.out or opts.dirs[0] / "report"
     written = write_comparison(comparison, out)

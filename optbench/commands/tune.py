@@ -10,7 +10,8 @@ each taking the next trial when it is free. Phase 1 trains the tuning studies
 its median study, is trained on every eval seed (`<sweep dir>/eval/<optimizer>/seed=<s>/`). A
 pruner (`tuning.pruner`) may stop poor tuning trials; the reruns are never pruned.
 `<sweep dir>/tuning.json` records every trial, each study's best, the medians, the picks and the
-reruns. Running the same command with `hydra.sweep.dir=<sweep dir>` goes on where it stopped:
+reruns; with `tuning.target`, AlgoPerf's score too: each optimizer's median time to the target,
+its performance-profile score and its speedup over `tuning.baseline` (also in `profile.png`). Running the same command with `hydra.sweep.dir=<sweep dir>` goes on where it stopped:
 finished trials are kept, and a trial left running by a killed command trains again in its own
 folder (resuming its checkpoint where trainer.resume=auto, as the preset sets).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -36,10 +38,12 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from rich.table import Table
 
 from optbench.checks import require_int
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
+from optbench.report.profiles import geometric_mean_speedup, profile_scores
 from optbench.studies.optuna_study import PRUNERS, open_storage, reclaim_running, work
 from optbench.studies.search_outputs import TUNING_NAME
 from optbench.studies.search_space import SearchSpace
@@ -49,18 +53,23 @@ from optbench.studies.tuning import (
     EPOCHS_KEY,
     EVAL,
     SEED_KEY,
+    TARGETS_KEY,
     TUNING,
     Cell,
     Pick,
+    Scoring,
     TuningSettings,
+    budget,
     enqueue,
     eval_cell,
     eval_space,
     pick,
     read_settings,
     study_best,
+    time_to_target,
     tuning_cells,
 )
+from optbench.tracking.console import console
 from optbench.tracking.files import atomic_write_json, json_safe
 
 PROG = "optbench tune"
@@ -79,11 +88,20 @@ class Tuning:
     storage_url: str
     maximize: bool
     epochs: int  # the config's trainer.epochs: every searched optimizer's budget
+    workload: str  # dataset/model, as the score's table names it
+
+    @property
+    def scoring(self) -> Scoring:
+        s = self.settings
+        return Scoring(self.maximize, s.target, s.time)
 
     def run_overrides(self, optimizer: str) -> list[str]:
         """What every run of `optimizer` adds to the command's overrides."""
         epochs = self.settings.epochs(optimizer, self.epochs)
-        return [*self.overrides, f"optimizer={optimizer}", f"{EPOCHS_KEY}={epochs}"]
+        timed = (
+            [] if self.settings.target is None else [f"{TARGETS_KEY}=[{self.settings.target!r}]"]
+        )
+        return [*self.overrides, f"optimizer={optimizer}", f"{EPOCHS_KEY}={epochs}", *timed]
 
     def space(self, optimizer: str) -> SearchSpace:
         return SearchSpace((), {optimizer: self.settings.dimensions(optimizer)})
@@ -104,6 +122,7 @@ def prepare(overrides: list[str]) -> Tuning:
             block = OmegaConf.to_container(cfg.tuning, resolve=True) if "tuning" in cfg else None
             root = Path(str(cfg.hydra.sweep.dir)).resolve()
             epochs = require_int(cfg.trainer.epochs, "trainer.epochs", 1)
+            workload = f"{cfg.dataset.name}/{cfg.model.name}"
         settings = read_settings(block)
         check_owned_keys(parsed, settings)
         if "'" in str(root) or "\\" in str(root):
@@ -111,7 +130,9 @@ def prepare(overrides: list[str]) -> Tuning:
         # Every run pins the sweep dir: a ${now:...} in it is resolved here, once.
         pinned = [o.input_line for o in parsed if o.key_or_group != "hydra.sweep.dir"]
         url = settings.storage or f"sqlite:///{root / 'optuna.db'}"
-        t = Tuning(settings, [*pinned, f"hydra.sweep.dir='{root}'"], root, url, True, epochs)
+        t = Tuning(
+            settings, [*pinned, f"hydra.sweep.dir='{root}'"], root, url, True, epochs, workload
+        )
         directions = [
             check_trials(t.space(name), t.run_overrides(name), name) for name in settings.optimizers
         ]
@@ -124,13 +145,15 @@ def prepare(overrides: list[str]) -> Tuning:
 def check_owned_keys(parsed: list[Override], settings: TuningSettings) -> None:
     """No override may set what the protocol sets per run."""
     tuned = {d.key for dims in settings.space.per_optimizer.values() for d in dims}
-    owned = {"optimizer", SEED_KEY, *tuned}
+    owned = {"optimizer", SEED_KEY, *tuned} | (
+        {TARGETS_KEY} if settings.target is not None else set()
+    )
     for o in parsed:
         if o.key_or_group in owned:
             raise UserError(
                 f"'{o.input_line}' sets what the tuning protocol sets per run; choose optimizers "
                 "with tuning.optimizers, ranges with tuning.spaces, seeds with tuning.seed and "
-                "tuning.eval_seeds"
+                "tuning.eval_seeds, the target with tuning.target"
             )
 
 
@@ -233,8 +256,8 @@ def picks(t: Tuning) -> dict[str, Pick]:
     found = {}
     for name in t.settings.optimizers:
         cells = [c for c in tuning_cells(t.settings) if c.optimizer == name]
-        bests = [study_best(open_cell(t, c, [])) for c in cells]
-        if (chosen := pick(bests, t.maximize)) is not None:
+        bests = [study_best(open_cell(t, c, []), t.scoring) for c in cells]
+        if (chosen := pick(bests, t.scoring)) is not None:
             found[name] = chosen
     return found
 
@@ -275,7 +298,7 @@ def write_summary(t: Tuning, chosen: dict[str, Pick], evaluated: bool) -> dict[s
         studies = []
         for cell in (c for c in tuning_cells(s) if c.optimizer == name):
             study = open_cell(t, cell, [])
-            best = study_best(study)
+            best = study_best(study, t.scoring)
             studies.append({
                 "study": cell.index,
                 "best": None if best is None else _row(best),
@@ -306,11 +329,19 @@ def write_summary(t: Tuning, chosen: dict[str, Pick], evaluated: bool) -> dict[s
                     "n": len(scores),
                 },
             }
+            if s.target is not None:
+                times = [time_to_target(r, s.time) for r in reruns]
+                entry["eval_time_to_target"] = {
+                    "median": statistics.median(times) if times else None,
+                    "reached": sum(map(math.isfinite, times)),
+                    "n": len(times),
+                }
         optimizers[name] = entry
     summary = {
-        "rule": "per optimizer, the median over studies of each study's best trial; the best "
-        "trial of the median study (of an even count, the better middle one) rerun on eval_seeds",
+        "rule": RULES[s.target is not None],
         "direction": "maximize" if t.maximize else "minimize",
+        "target": s.target,
+        "time": s.time,
         "trials_per_study": s.trials,
         "studies": s.studies,
         "tuning_seed": s.seed,
@@ -322,8 +353,41 @@ def write_summary(t: Tuning, chosen: dict[str, Pick], evaluated: bool) -> dict[s
         "overrides": t.overrides,
         "optimizers": optimizers,
     }
+    if s.target is not None and chosen:
+        summary["score"] = algoperf_score(t, chosen)
     atomic_write_json(t.root / TUNING_NAME, json_safe(summary))
     return summary
+
+
+RULES = {
+    False: "per optimizer, the median over studies of each study's best value of the main "
+    "validation metric; the best trial of the median study (of an even count, the better "
+    "middle one) rerun on eval_seeds",
+    True: "AlgoPerf v0.6: per study, the fastest trial to the validation target (a miss is "
+    "infinite); per optimizer, the median over studies; the fastest trial of the median study "
+    "(of an even count, the faster middle one) rerun on eval_seeds",
+}
+
+
+def algoperf_score(t: Tuning, chosen: dict[str, Pick]) -> dict[str, Any]:
+    """AlgoPerf's score of the workload: each optimizer's median time to target, its
+    performance profile integrated over tau in [1, 4], and its geometric-mean speedup over
+    the baseline (a miss counted at the largest budget any trial had, in the time's unit)."""
+    s = t.settings
+    times = {t.workload: {name: chosen[name].median for name in s.optimizers if name in chosen}}
+    trials = [tr for c in tuning_cells(s) for tr in open_cell(t, c, []).get_trials(deepcopy=False)]
+    limit = max((b for tr in trials if (b := budget(tr, s.time)) is not None), default=math.inf)
+    baseline = s.baseline if s.baseline in times[t.workload] else None
+    return {
+        "workload": t.workload,
+        "times": times,
+        "budget": limit,
+        "profile_score": profile_scores(times),
+        "baseline": s.baseline,
+        "speedup": (
+            geometric_mean_speedup(times, baseline, {t.workload: limit}) if baseline else None
+        ),
+    }
 
 
 def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -355,9 +419,39 @@ def main(argv: list[str]) -> int:
     t = prepare(argv)
     _log_to_stderr()
     try:
-        tune(t)
+        summary = tune(t)
     except WorkerFailed as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return err.returncode
+    console.print(score_table(summary))
     print(f"{PROG}: wrote {t.root / TUNING_NAME}; compare: optbench report {t.root / EVAL}")
     return 0
+
+
+def score_table(summary: dict[str, Any]) -> Table:
+    """Per optimizer: the median over studies of each study's best score, and AlgoPerf's score."""
+    score, target = summary.get("score"), summary["target"]
+    if target is None:
+        title = "tune: per optimizer, the median over studies of each study's best value"
+    else:
+        title = f"tune (AlgoPerf v0.6): {summary['time']} to the validation target {target:g}"
+    table = Table(title=title, title_justify="left")
+    columns = ["optimizer", "median", "per study"]
+    if score:
+        columns += ["profile score", f"speedup vs {score['baseline']}"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for name, entry in summary["optimizers"].items():
+        bests = entry.get("study_bests") or []
+        row = [name, _number(entry.get("median_of_bests")), " ".join(map(_number, bests))]
+        if score:
+            speedup = (score["speedup"] or {}).get(name)
+            row += [_number(score["profile_score"].get(name)), _number(speedup)]
+        table.add_row(*row)
+    return table
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "miss" if value == math.inf else f"{value:.4g}"

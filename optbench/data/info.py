@@ -13,8 +13,9 @@ class DatasetInfo:
 
     shape: tuple[int, ...]  # one sample: (C, H, W) for images, (block_size,) for text
     num_classes: int  # classes, or the vocabulary of a language model
-    train_size: int  # samples per epoch: images, or text windows
+    train_size: int  # samples per epoch: images, or text windows (the validation split excluded)
     test_size: int
+    val_size: int = 0  # held out from the training data; 0: no validation split
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,24 @@
 
 Every dataset is one entry of `DATASETS` and one file in `configs/dataset/`. An entry knows
 its shape and sizes without loading anything (`dataset_info`), which is what planning a
-schedule needs, and loads both splits into memory (`load_dataset`).
+schedule needs, and loads its splits into memory (`load_dataset`). The validation split is
+`dataset.val_size` training images chosen by `dataset.split_seed`, never trained on: every
+decision a run makes (best epoch, targets, plateau, searches) reads it, and the test split
+is only reported.
 """
 
 from __future__ import annotations
 
 import urllib.error
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from optbench.checks import require_int
 from optbench.data import text
 from optbench.data.batches import DeviceBatches, Shard
 from optbench.data.idx import read_idx
@@ -27,6 +31,7 @@ from optbench.errors import UserError
 class ImageDataset:
     info: DatasetInfo
     train: ImageSplit
+    val: ImageSplit | None  # None: dataset.val_size is 0
     test: ImageSplit
     mean: tuple[float, ...]  # per channel, on the [0, 1] scale
     std: tuple[float, ...]
@@ -34,9 +39,9 @@ class ImageDataset:
     def device_batches(
         self, cfg: DictConfig, *, device: torch.device, batch_size: int, eval_batch_size: int,
         drop_last: bool, seed: int, channels_last: bool, shard: Shard = (0, 1),
-    ) -> tuple[DeviceBatches, DeviceBatches]:  # fmt: skip
-        """Training batches (shuffled, augmented as `cfg.augment` says) and test batches, of
-        this process's `shard`."""
+    ) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:  # fmt: skip
+        """Training batches (shuffled, augmented as `cfg.augment` says), validation batches
+        (None without a validation split) and test batches, of this process's `shard`."""
         common = dict(
             device=device, mean=self.mean, std=self.std, channels_last=channels_last, shard=shard
         )
@@ -44,7 +49,10 @@ class ImageDataset:
             self.train, batch_size=batch_size, shuffle=True, drop_last=drop_last,
             crop_padding=cfg.augment.crop_padding, flip=cfg.augment.flip, seed=seed, **common,
         )  # fmt: skip
-        return train, DeviceBatches(self.test, batch_size=eval_batch_size, **common)
+        val = None
+        if self.val is not None:
+            val = DeviceBatches(self.val, batch_size=eval_batch_size, **common)
+        return train, val, DeviceBatches(self.test, batch_size=eval_batch_size, **common)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,9 @@ class DatasetSource:
     mean: tuple[float, ...] | None = None  # None: computed from the training split
     std: tuple[float, ...] | None = None
     load_text: Callable[[DictConfig, DatasetInfo], text.TextDataset] | None = None
+    # The last val_size images `load` returns were drawn for validation (synthetic data);
+    # otherwise `dataset.split_seed` chooses which training images are held out.
+    draws_val: bool = False
 
 
 def _cifar10_info(cfg: DictConfig) -> DatasetInfo:
@@ -74,7 +85,7 @@ def _load_cifar10(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
             "(offline on Debian: apt-get install dataset-fashion-mnist) or dataset=synthetic"
         ) from None
 
-    def to_split(ds) -> ImageSplit:
+    def to_split(ds: CIFAR10) -> ImageSplit:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return ImageSplit(images, torch.tensor(ds.targets, dtype=torch.int64))
 
@@ -161,7 +172,9 @@ def _synthetic_info(cfg: DictConfig) -> DatasetInfo:
         raise UserError(f"dataset.num_classes must be at least 2, got {cfg.num_classes}")
     if cfg.train_size < 1 or cfg.test_size < 1:
         raise UserError("dataset.train_size and dataset.test_size must be at least 1")
-    return DatasetInfo(shape, cfg.num_classes, cfg.train_size, cfg.test_size)
+    # The pool the validation split is held out from: train_size images are left to train on.
+    val_size = require_int(cfg.val_size, "dataset.val_size", 0)
+    return DatasetInfo(shape, cfg.num_classes, cfg.train_size + val_size, cfg.test_size)
 
 
 def _load_synthetic(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
@@ -189,7 +202,11 @@ def _load_synthetic(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
         images = base + cfg.separation * contrast * class_patterns[labels] + noise
         return ImageSplit(images.clamp(0, 1).mul(255).round().to(torch.uint8), labels)
 
-    return split(info.train_size), split(info.test_size)
+    # The validation images are drawn last: training and test images do not depend on val_size.
+    train, test = split(cfg.train_size), split(info.test_size)
+    val = split(cfg.val_size)
+    pool = ImageSplit(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
+    return pool, test
 
 
 DATASETS: dict[str, DatasetSource] = {
@@ -199,7 +216,7 @@ DATASETS: dict[str, DatasetSource] = {
     "fashion_mnist": DatasetSource(
         _fashion_mnist_info, _load_fashion_mnist, mean=(0.2860,), std=(0.3530,)
     ),
-    "synthetic": DatasetSource(_synthetic_info, _load_synthetic, mean=None, std=None),
+    "synthetic": DatasetSource(_synthetic_info, _load_synthetic, draws_val=True),
     **{
         name: DatasetSource(text.text_info, None, load_text=text.load_text) for name in text.SOURCES
     },
@@ -213,8 +230,14 @@ def _source(cfg: DictConfig) -> DatasetSource:
 
 
 def dataset_info(cfg: DictConfig) -> DatasetInfo:
-    """Shape and sizes of the dataset `cfg` selects (after `train_subset`), without loading it."""
-    info = _source(cfg).info(cfg)
+    """Shape and sizes of the dataset `cfg` selects (after the validation split and
+    `train_subset`), without loading it."""
+    source = _source(cfg)
+    info = source.info(cfg)
+    if source.load_text is None:  # text holds out a fraction of its own (optbench/data/text.py)
+        info = _without_val(info, cfg)
+        if not source.draws_val:
+            require_int(cfg.split_seed, "dataset.split_seed", 0)
     flip = OmegaConf.select(cfg, "augment.flip", default=False)
     if flip not in (True, False, "alternate"):
         raise UserError(f"dataset.augment.flip must be true, false or alternate, got {flip!r}")
@@ -222,10 +245,37 @@ def dataset_info(cfg: DictConfig) -> DatasetInfo:
     if subset is not None:
         if subset < 1:
             raise UserError(f"dataset.train_subset must be at least 1, got {subset}")
-        info = DatasetInfo(
-            info.shape, info.num_classes, min(subset, info.train_size), info.test_size
-        )
+        info = replace(info, train_size=min(subset, info.train_size))
     return info
+
+
+def _without_val(pool: DatasetInfo, cfg: DictConfig) -> DatasetInfo:
+    """The sizes once `dataset.val_size` images are held out of the training images."""
+    val_size = require_int(cfg.val_size, "dataset.val_size", 0)
+    if val_size >= pool.train_size:
+        raise UserError(
+            f"dataset.val_size={val_size} leaves no training images: {cfg.name} has "
+            f"{pool.train_size:,} (hold out fewer, e.g. dataset.val_size={pool.train_size // 10})"
+        )
+    return replace(pool, train_size=pool.train_size - val_size, val_size=val_size)
+
+
+def hold_out(
+    pool: ImageSplit, val_size: int, seed: int | None
+) -> tuple[ImageSplit, ImageSplit | None]:
+    """`val_size` images of `pool` chosen at random by `seed` (None: the last ones), and the
+    rest in their order."""
+    if not val_size:
+        return pool, None
+    if seed is None:
+        chosen = torch.arange(len(pool)).roll(val_size)
+    else:
+        chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    val_index, train_index = chosen[:val_size], chosen[val_size:].sort().values
+    return (
+        ImageSplit(pool.images[train_index], pool.labels[train_index]),
+        ImageSplit(pool.images[val_index], pool.labels[val_index]),
+    )
 
 
 def load_dataset(cfg: DictConfig) -> ImageDataset | text.TextDataset:
@@ -235,7 +285,9 @@ def load_dataset(cfg: DictConfig) -> ImageDataset | text.TextDataset:
     info = dataset_info(cfg)
     if source.load_text is not None:
         return source.load_text(cfg, info)
-    train, test = source.load(cfg)
+    pool, test = source.load(cfg)
+    seed = None if source.draws_val else require_int(cfg.split_seed, "dataset.split_seed", 0)
+    train, val = hold_out(pool, info.val_size, seed)
     if len(train) > info.train_size:
         train = ImageSplit(train.images[: info.train_size], train.labels[: info.train_size])
     if source.mean is not None:
@@ -244,4 +296,4 @@ def load_dataset(cfg: DictConfig) -> ImageDataset | text.TextDataset:
         pixels = train.images.float().div(255).transpose(0, 1).reshape(info.shape[0], -1)
         mean = tuple(pixels.mean(dim=1).tolist())
         std = tuple(pixels.std(dim=1).clamp_min(1e-3).tolist())
-    return ImageDataset(info, train, test, mean, std)
+    return ImageDataset(info, train, val, test, mean, std)

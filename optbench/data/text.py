@@ -1,11 +1,12 @@
 """Text for language models: byte-level tokens held whole on the device, cut into windows.
 
 Every source is bytes (a file, tiny-shakespeare, Debian's fortune databases) or a synthetic
-Markov chain whose entropy rate is the best loss any model can reach. The last
-`val_fraction` of the tokens is held out. Each training epoch draws `windows_per_epoch`
+Markov chain whose entropy rate is the best loss any model can reach. The end of the tokens
+is held out: the last `test_fraction` is the test part, the `val_fraction` before it the
+validation part (every decision reads it; the test part is only reported). Each training epoch draws `windows_per_epoch`
 random windows of `block_size + 1` tokens; which ones is a pure function of (seed, epoch),
 so a run resumed mid-epoch sees the windows an uninterrupted run would. Evaluation reads
-the held-out tokens once, in consecutive windows.
+each held-out part once, in consecutive windows.
 """
 
 from __future__ import annotations
@@ -149,47 +150,58 @@ SOURCES: dict[str, Callable[[DictConfig], torch.Tensor]] = {
 class TextDataset:
     info: DatasetInfo
     train: torch.Tensor  # uint8 tokens
+    val: torch.Tensor | None  # None: dataset.val_fraction is 0
     test: torch.Tensor
 
     def device_batches(
         self, cfg: DictConfig, *, device: torch.device, batch_size: int, eval_batch_size: int,
         drop_last: bool, seed: int, channels_last: bool, shard: Shard = (0, 1),
-    ) -> tuple[TokenWindows, TokenWindows]:  # fmt: skip
+    ) -> tuple[TokenWindows, TokenWindows | None, TokenWindows]:  # fmt: skip
         block = self.info.shape[0]
         train = TokenWindows(self.train, block_size=block, batch_size=batch_size, device=device,
                              windows=self.info.train_size, shuffle=True, drop_last=drop_last,
                              seed=seed, shard=shard)  # fmt: skip
-        test = TokenWindows(self.test, block_size=block, batch_size=eval_batch_size,
-                            device=device, windows=self.info.test_size, shard=shard)  # fmt: skip
-        return train, test
+
+        def held_out(tokens: torch.Tensor, windows: int) -> TokenWindows:
+            return TokenWindows(tokens, block_size=block, batch_size=eval_batch_size,
+                                device=device, windows=windows, shard=shard)  # fmt: skip
+
+        val = None if self.val is None else held_out(self.val, self.info.val_size)
+        return train, val, held_out(self.test, self.info.test_size)
 
 
-def _split(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Training, validation (None without) and test tokens, in the corpus's order."""
     tokens = SOURCES[cfg.name](cfg)
     val_fraction = require_fraction(cfg.val_fraction, "dataset.val_fraction")
-    cut = len(tokens) - max(1, round(val_fraction * len(tokens)))
-    return tokens[:cut], tokens[cut:]
+    test_fraction = require_fraction(cfg.test_fraction, "dataset.test_fraction")
+    test_cut = len(tokens) - max(1, round(test_fraction * len(tokens)))
+    val_cut = test_cut - round(val_fraction * len(tokens)) if val_fraction else test_cut
+    val = tokens[val_cut:test_cut] if val_fraction else None
+    return tokens[: max(val_cut, 0)], val, tokens[test_cut:]
 
 
 def text_info(cfg: DictConfig) -> DatasetInfo:
     """Windows per epoch and held-out windows, from the corpus's length (read, not loaded
     onto a device: the corpora are a few MB)."""
     block = require_int(cfg.block_size, "dataset.block_size", 1)
-    train, test = _split(cfg)
-    if len(train) <= block or len(test) <= block:
+    train, val, test = _split(cfg)
+    held_out = [len(test)] + ([] if val is None else [len(val)])
+    if len(train) <= block or min(held_out) <= block:
+        val_part = "" if val is None else f", {len(val)} validation"
         raise UserError(
-            f"dataset.block_size={block} needs more text: {len(train)} training and "
-            f"{len(test)} held-out tokens"
+            f"dataset.block_size={block} needs more text: {len(train)} training{val_part} and "
+            f"{len(test)} test tokens"
         )
     windows = cfg.windows_per_epoch or len(train) // block
     vocab = cfg.vocab_size if cfg.name == "markov" else BYTES
+    val_windows = 0 if val is None else (len(val) - 1) // block
     return DatasetInfo((block,), vocab, require_int(windows, "dataset.windows_per_epoch", 1),
-                       (len(test) - 1) // block)  # fmt: skip
+                       (len(test) - 1) // block, val_windows)  # fmt: skip
 
 
 def load_text(cfg: DictConfig, info: DatasetInfo) -> TextDataset:
-    train, test = _split(cfg)
-    return TextDataset(info, train, test)
+    return TextDataset(info, *_split(cfg))
 
 
 class TokenWindows:

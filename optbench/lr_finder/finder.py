@@ -87,7 +87,7 @@ def find_lr(run: Run, cfg: DictConfig) -> FinderResult:
         held_out = [
             batch
             for _, batch in zip(
-                range(finder.validation_batches), data.test_batches.epoch(0), strict=False
+                range(finder.validation_batches), data.val_batches.epoch(0), strict=False
             )
         ]
         measure = lambda: evaluate_batches(step, held_out)["loss"]  # noqa: E731

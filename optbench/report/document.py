@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -10,10 +9,19 @@ from optbench.report.baselines import BaselineComparison
 from optbench.report.comparison import Comparison
 from optbench.report.groups import short_key
 from optbench.report.headline import Headline
+from optbench.report.profiles import TAU_MAX, Scoring
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
+from optbench.report.sensitivity import Sensitivity
 from optbench.report.summary import Summary
-from optbench.report.tables import markdown_contrast_table, markdown_table
+from optbench.report.tables import (
+    cells_to_markdown,
+    markdown_contrast_table,
+    markdown_table,
+    score_cells,
+    sensitivity_cells,
+    sensitivity_title,
+)
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.tracking.results import malformed
 
@@ -50,11 +58,34 @@ def target_rule(c: Comparison) -> str:
 
 
 def target_notes(c: Comparison) -> list[str]:
-    """One line per workload: its target test accuracy."""
-    targets = {s.group.workload: s.target for s in c.summaries}
+    """One line per workload: its target value of the main metric."""
+    targets = {s.group.workload: (s.target, s.headline) for s in c.summaries}
     return [
-        f"{workload}: {'none, no run completed' if t is None else f'{100 * t:.2f}%'}"
-        for workload, t in targets.items()
+        f"{workload}: {'none, no run completed' if t is None else show_target(t, headline)}"
+        for workload, (t, headline) in targets.items()
+    ]
+
+
+def show_target(target: float, headline: Headline) -> str:
+    spec, scale = headline.shown
+    return f"{headline.metric} {format(target * scale, spec)}" + ("%" if headline.percent else "")
+
+
+def target_heading(c: Comparison) -> str:
+    """`target val acc`: what the targets are values of (test acc for older results)."""
+    metrics = dict.fromkeys(s.headline.metric.replace("_", " ") for s in c.summaries)
+    return f"target {' / '.join(metrics) or 'value'}"
+
+
+def schema_note(c: Comparison) -> list[str]:
+    """One line when some results predate the validation split, else none."""
+    n = c.chosen_on_test
+    if not n:
+        return []
+    runs = "1 run predates" if n == 1 else f"{n} runs predate"
+    return [
+        f"note: {runs} the validation split: their best/targets were chosen on test "
+        "(results.json schema 1)"
     ]
 
 
@@ -72,8 +103,8 @@ attempt reached the target (*N missed* otherwise: a miss has no time, and leavin
 flatter the group). A t-interval does not know that accuracy stops at 100% or time at 0: with
 few seeds and a wide spread it can run past either, which is a sign to add seeds.
 
-Every other group of a workload is compared with that workload's baseline group on final and
-best test accuracy and on time to target: the difference of the means (group - baseline); the
+Every other group of a workload is compared with that workload's baseline group on the final
+and best value of the main metric and on time to target: the difference of the means (group - baseline); the
 two-sided p-value of Welch's t-test (unequal variances, Welch-Satterthwaite degrees of
 freedom), marked \\* below α; Hedges' g, the difference over the pooled standard deviation
 times 1 - 3 / (4(n₁ + n₂) - 9). A test needs 2 or more seeds a side, some spread, and for time
@@ -115,18 +146,63 @@ def left_out(summaries: list[Summary]) -> list[tuple[str, Path]]:
     ]
 
 
-def _times_table(times: dict[str, dict[str, float]]) -> str:
-    workloads = list(times)
-    methods = list(dict.fromkeys(m for per in times.values() for m in per))
-    lines = ["| method | " + " | ".join(workloads) + " |", "|:--|" + "--:|" * len(workloads)]
-    for m in methods:
-        cells = [times[w].get(m, math.inf) for w in workloads]
-        lines.append(
-            f"| {m} | "
-            + " | ".join(f"{t:.2f}" if math.isfinite(t) else "miss" for t in cells)
-            + " |"
+SCORING = f"""\
+Each method's time to target on a workload is the median over its seeds, a seed that missed
+(or diverged) counting as infinite. *AlgoPerf score*: the performance profile ρ(τ), the
+fraction of workloads on which the method reached the target within τ times the fastest
+method's time, integrated over τ from 1 to {TAU_MAX:g} and divided by {TAU_MAX - 1:g} (AlgoPerf's
+rules v0.6): 1 is fastest on every workload, 0 never within {TAU_MAX:g}x of the fastest; a miss
+never counts. With one workload it is still defined: (τ_max - r) / (τ_max - 1) for a method r
+times slower than the fastest. *Speedup*: the geometric mean over workloads of the baseline's
+time over the method's, a miss (the baseline's too) counting as the workload's budget, the
+longest planned training of any of its runs (in seconds: its planned steps at the run's own
+seconds per step), never less than any method's time there. `--time steps` measures in
+optimizer steps, which do not depend on the machine.
+"""
+
+
+def scoring_markdown(scoring: Scoring, profiled: bool, workloads: int) -> list[str]:
+    parts = [
+        f"Time to target in {scoring.unit} (`--time`), speedups over {scoring.baseline} "
+        "(`--baseline`):\n",
+        cells_to_markdown(*score_cells(scoring)),
+        SCORING,
+    ]
+    if profiled:
+        parts.append(f"![Performance profiles]({PROFILE_PLOT})\n")
+    else:
+        parts.append(
+            f"Performance profiles compare methods across workloads; these runs have {workloads}.\n"
         )
-    return "\n".join(lines) + "\n"
+    return parts
+
+
+SENSITIVITY = """\
+For each numeric setting swept over 3 or more values, the final value of the main metric
+against it, one curve per setting of the other (non-numeric) swept keys: the mean over the
+completed seeds, and a band for its 95% t-interval (none where one seed completed). Diverged
+seeds are left out of the mean and marked ✕ at the foot of the plot; a value where no seed
+completed has no mean. The *good region* is the contiguous run of values around the best
+whose mean is within the tolerance (`--tolerance`) of the best, like the default target; its
+width is in decades on a log axis (LRs, weight decays and keys spanning 2 decades). A narrow
+region means the method needs its LR (or other setting) tuned closely; read it against the
+grid's spacing: a region one grid point wide has a width of 0, and the true one may be wider
+by up to a step either side.
+"""
+
+
+def sensitivity_markdown(sensitivities: list[Sensitivity]) -> list[str]:
+    if not sensitivities:
+        return ["No numeric setting was swept over 3 or more values within a method.\n"]
+    parts = [SENSITIVITY]
+    for s in sensitivities:
+        parts += [
+            f"### {s.key}\n",
+            sensitivity_title(s) + ".\n",
+            cells_to_markdown(*sensitivity_cells(s)),
+            f"![Sensitivity to {s.key}]({s.figure})\n",
+        ]
+    return parts
 
 
 def report_markdown(c: Comparison) -> str:
@@ -134,19 +210,21 @@ def report_markdown(c: Comparison) -> str:
     completed = sum(len(s.group.completed) for s in c.summaries)
     where = ", ".join(f"`{r}`" for r in c.roots)
     swept = ", ".join(short_key(k) for k in c.shown) or "nothing (one group)"
+    metric = target_heading(c).removeprefix("target ")
     parts = [
         "# optbench report\n",
         f"{len(c.runs)} runs under {where}, {completed} completed, in {len(c.summaries)} groups "
         f"that differ in: {swept}.\n",
+        *(f"*{line}*\n" for line in schema_note(c)),
         "Each row: mean ± sample std over the completed seeds of a group, and a 95% t-interval "
         "for the mean (see below); failed, unfinished, diverged, interrupted and pruned runs are "
-        "counted "
-        "in *runs ok* and *not in means*, never averaged in. Time to target: the first evaluated epoch whose test accuracy reaches the "
-        "target, at its cumulative training time (evaluation excluded), over the runs that "
-        "reached it; *reached target* counts completed and diverged runs, a diverged run being "
-        "a miss. Columns without a value in any row (peak memory on CPU) are left out; "
-        "report.csv has them all.\n",
-        f"Target test accuracy per workload ({target_rule(c)}):\n",
+        "counted in *runs ok* and *not in means*, never averaged in. Time to target: the first "
+        f"evaluation (at an epoch's end or, with step-level evaluation, within one) whose {metric} "
+        "reaches the target, at its optimizer step, training examples seen and cumulative "
+        "training time (evaluation excluded), over the runs that reached it; *reached target* "
+        "counts completed and diverged runs, a diverged run being a miss. Columns without a "
+        "value in any row (peak memory on CPU) are left out; report.csv has them all.\n",
+        f"{target_heading(c).capitalize()} per workload ({target_rule(c)}):\n",
         *(f"- {line}" for line in target_notes(c)),
         "",
         markdown_table(c.summaries, c.shown),
@@ -165,17 +243,13 @@ def report_markdown(c: Comparison) -> str:
         ]
     figures = plots(c.summaries[0].headline if c.summaries else Headline()).items()
     parts += ["## Figures\n", *(f"![{title}]({name})\n" for name, title in figures)]
-    parts.append("## Performance profile\n")
-    if c.times is None:
-        parts.append(
-            f"Performance profiles compare methods across workloads; these runs have {len(c.workloads)}.\n"
-        )
+    parts.append("## Scores: time to target across methods\n")
+    if c.scoring is None:
+        parts.append("No workload has a target (no run completed): no times to score.\n")
     else:
-        parts += [
-            "Median time to target over seeds (s), a miss counting as infinite:\n",
-            _times_table(c.times),
-            f"![Performance profiles]({PROFILE_PLOT})\n",
-        ]
+        parts += scoring_markdown(c.scoring, c.profiled, len(c.workloads))
+    parts.append("## Hyperparameter sensitivity\n")
+    parts += sensitivity_markdown(c.sensitivities)
     parts.append(
         f"Every run's curves, and an HParams view of the sweep: `{tensorboard_command(c)}`\n"
     )

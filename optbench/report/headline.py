@@ -27,7 +27,7 @@ class Headline:
         return self.metric.endswith("_acc")
 
     def label(self, which: str) -> str:
-        """`final test acc %`, `best test loss`: a column's header."""
+        """`final val acc %`, `best val loss`: a column's header."""
         words = self.metric.replace("_", " ")
         return f"{which} {words}" + (" %" if self.percent else "")
 

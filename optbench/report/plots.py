@@ -10,8 +10,9 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from optbench.report.profiles import TAU_MAX, performance_profiles
+from optbench.report.profiles import SECONDS, TAU_MAX, performance_profiles
 from optbench.report.runs import Run
+from optbench.report.sensitivity import Sensitivity
 from optbench.report.summary import Summary
 from optbench.tracking.figures import new_figure, save_png
 
@@ -29,7 +30,10 @@ def method_styles(summaries: list[Summary]) -> dict[str, dict]:
 
 def _panels(summaries: list[Summary], title: str):
     """A figure with one axes per workload: (figure, {workload: axes})."""
-    workloads = list(dict.fromkeys(s.group.workload for s in summaries))
+    return _workload_panels(list(dict.fromkeys(s.group.workload for s in summaries)), title)
+
+
+def _workload_panels(workloads: list[str], title: str):
     ncols = min(len(workloads), 3)
     nrows = math.ceil(len(workloads) / ncols)
     fig, axes = new_figure(
@@ -169,7 +173,9 @@ def plot_final(summaries: list[Summary], path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_profiles(times: dict[str, dict[str, float]], summaries: list[Summary], path: Path) -> None:
+def plot_profiles(
+    times: dict[str, dict[str, float]], summaries: list[Summary], path: Path, unit: str = SECONDS
+) -> None:
     """rho(tau) for tau in [1, TAU_MAX], one step line per method."""
     styles = method_styles(summaries)
     taus = np.linspace(1.0, TAU_MAX, 601)
@@ -188,7 +194,86 @@ def plot_profiles(times: dict[str, dict[str, float]], summaries: list[Summary], 
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("τ (time to target within τ × the fastest method's)")
     ax.set_ylabel(f"fraction of the {len(times)} workloads")
-    ax.set_title("performance profiles: time to target (a miss never counts)")
+    ax.set_title(f"performance profiles: time to target in {unit} (a miss never counts)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     save_png(fig, path)
+
+
+BEST_MARKER = {"marker": "*", "markersize": 14, "markeredgecolor": "black", "linestyle": "none"}
+DIVERGED_MARKER = {
+    "marker": "x", "color": "red", "markersize": 9, "markeredgewidth": 2, "linestyle": "none",
+}  # fmt: skip
+
+
+def plot_sensitivity(s: Sensitivity, path: Path) -> None:
+    """The final main metric against the key, one panel per workload and one line per curve:
+    the mean over completed seeds, a band for its 95% t-interval, the best value starred, a red
+    x at the foot of the panel where seeds diverged."""
+    scale = s.headline.shown[1]
+    label = s.headline.label("final")
+    title = f"{label} vs {s.key}: mean over completed seeds, 95% t-interval"
+    if s.others:
+        title += f"\nat each {s.key}, the best mean over {', '.join(s.others)}"
+    workloads = list(dict.fromkeys(c.workload for c in s.curves))
+    fig, axes = _workload_panels(workloads, title)
+    colours = {
+        label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(c.label for c in s.curves))
+    }
+    marked = {"best": False, "diverged": False}
+    for c in s.curves:
+        ax, colour = axes[c.workload], colours[c.label]
+        xs = [p.value for p in c.points]
+        means = [np.nan if p.mean is None else p.mean * scale for p in c.points]
+        bands = [_band(p.mean, p.interval, scale, s.headline.percent) for p in c.points]
+        ax.plot(xs, means, marker="o", color=colour, label=c.label)
+        ax.fill_between(
+            xs, [low for low, _ in bands], [high for _, high in bands], color=colour, alpha=0.2,
+            linewidth=0,
+        )  # fmt: skip
+        if c.best is not None and c.best.mean is not None:
+            ax.plot(c.best.value, c.best.mean * scale, color=colour, **BEST_MARKER)
+            marked["best"] = True
+        diverged = [p.value for p in c.points if p.diverged]
+        if diverged:
+            # x in data units, y in axes units: the foot of the panel whatever the metric's
+            # range, one row per curve so that curves diverging at one value do not hide each other.
+            height = 0.04 + 0.05 * list(colours).index(c.label)
+            ax.plot(
+                diverged, [height] * len(diverged), transform=ax.get_xaxis_transform(),
+                clip_on=False, **DIVERGED_MARKER,
+            )  # fmt: skip
+            marked["diverged"] = True
+    for workload, ax in axes.items():
+        if s.log:
+            ax.set_xscale("log")
+        ax.set_xlabel(s.key + (" (log scale)" if s.log else ""))
+        ax.set_ylabel(label)
+        # Scaled to the means: with two seeds a t-interval is 12.7 standard errors wide, and
+        # its band would flatten every curve into a line.
+        means = [p.mean * scale for c in s.curves if c.workload == workload
+                 for p in c.points if p.mean is not None]  # fmt: skip
+        if means:
+            pad = 0.1 * (max(means) - min(means)) or 0.05 * abs(max(means)) or 1.0
+            ax.set_ylim(min(means) - pad, max(means) + pad)
+    # The markers' legend entries after the curves', in black and white: they mark every curve.
+    first = next(iter(axes.values()))
+    if marked["best"]:
+        first.plot([], [], color="white", label="best mean", **BEST_MARKER)
+    if marked["diverged"]:
+        first.plot([], [], label="diverged (one or more seeds)", **DIVERGED_MARKER)
+    _legend(fig, axes)
+    save_png(fig, path)
+
+
+def _band(
+    mean: float | None, interval: tuple[float, float] | None, scale: float, fraction: bool
+) -> tuple[float, float]:
+    """The band around a point: its t-interval (an accuracy's within [0, 1]), the mean itself
+    for one seed, nothing (NaN, which breaks the band) without a mean."""
+    if mean is None:
+        return np.nan, np.nan
+    low, high = interval or (mean, mean)
+    if fraction:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return low * scale, high * scale

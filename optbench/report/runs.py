@@ -16,7 +16,8 @@ from optbench.report.headline import Headline
 from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, malformed
 
 __all__ = [
-    "COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "PRUNED", "Run", "load_runs",
+    "COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "PRUNED", "Run", "headline_of",
+    "load_runs",
 ]  # fmt: skip
 
 # Hydra writes .hydra/ when it starts a job; the trainer writes results.json when it ends.
@@ -25,6 +26,9 @@ RUN_MARKERS = (".hydra/config.yaml", "results.json")
 FAILED = "failed/unfinished"
 # A results.json that is not a complete result: listed, never averaged.
 MALFORMED = "malformed results"
+# results.json's `schema` from the validation split on: the best value and the time to target
+# are chosen on validation data. Older results have no `schema` (1): chosen on the test split.
+VALIDATION_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class Run:
     config: dict[str, Any]  # flattened: {"optimizer.lr": 0.05, "model.hidden": "[64]", ...}
     has_config: bool  # False: config rebuilt from results.json's few fields
     results: dict[str, Any] | None
-    metrics: list[dict[str, Any]]  # metrics.jsonl, one record per completed epoch
+    # metrics.jsonl: one record per completed epoch, and with step-level evaluation records
+    # between them that hold only the evaluation (a fractional epoch, no train_* keys)
+    metrics: list[dict[str, Any]]
 
     @property
     def status(self) -> str:
@@ -52,8 +58,24 @@ class Run:
         results = self.results if isinstance(self.results, dict) else {}
         return Headline(results.get("metric", "test_acc"), results.get("higher_is_better", True))
 
+    @property
+    def chosen_on_test(self) -> bool:
+        """A result written before the validation split: its best and targets are test values."""
+        results = self.results if isinstance(self.results, dict) else {}
+        schema = results.get("schema", 1)
+        readable = bool(results) and self.status != MALFORMED
+        return readable and isinstance(schema, int) and schema < VALIDATION_SCHEMA
+
     def result(self, key: str) -> Any:
         return None if self.results is None else self.results.get(key)
+
+
+def headline_of(runs: list[Run]) -> Headline:
+    """The metric a set of runs (a group's seeds) is ranked by: that of the first one whose
+    results can be compared. A malformed results.json may lack `metric`, which would make it
+    look like a result older than the validation split."""
+    readable = [r for r in runs if r.results and r.status != MALFORMED]
+    return next((r.headline for r in readable or [r for r in runs if r.results]), Headline())
 
 
 def is_run_dir(path: Path) -> bool:

@@ -22,16 +22,18 @@ from optbench.report.baselines import (
 )
 from optbench.report.groups import Stat, short_key, show_value
 from optbench.report.headline import Headline
+from optbench.report.profiles import SECONDS, TAU_MAX, Scoring
 from optbench.report.runs import DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
-from optbench.report.summary import Summary, result_metrics
+from optbench.report.sensitivity import Curve, Point, Sensitivity
+from optbench.report.summary import TARGET_STATS, Summary, result_metrics
 from optbench.report.targets import time_to_target
 
 RUN_COSTS = ("wall_time_s", "train_time_s", "images_per_s", "peak_memory_mb")
 
 
 def stat_columns(headline: Headline) -> tuple[str, ...]:
-    return (*result_metrics(headline), TIME_TO_TARGET, "epochs_to_target")
+    return (*result_metrics(headline), *TARGET_STATS)
 
 
 def shown_as(metric: str, headline: Headline) -> tuple[str, str, float]:
@@ -95,6 +97,8 @@ def columns(shown: list[str], headline: Headline) -> list[Column]:
         stat_column("train s\nto target", "time_to_target_s", ".2f"),
         ci_column("to target", "time_to_target_s"),
         stat_column("epochs\nto target", "epochs_to_target", ".1f"),
+        stat_column("steps\nto target", "steps_to_target", ".0f"),
+        stat_column("examples\nto target", "examples_to_target", ".0f"),
         stat_column("wall s", "wall_time_s", ".1f"),
         stat_column("img/s", "images_per_s", ".0f"),
         stat_column("peak\nMB", "peak_memory_mb", ".0f"),
@@ -197,8 +201,11 @@ def cells_to_markdown(cols: list[Column], rows: list[list[str]]) -> str:
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
+    """CSV of `rows`, every key any row has a column (groups ranked by different metrics, older
+    and newer results, have different ones), empty where a row lacks it."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -282,7 +289,173 @@ def runs_csv(summaries: list[Summary], swept: list[str]) -> str:
                 "target": s.target,
                 "time_to_target_s": hit.train_time_s if hit else None,
                 "epochs_to_target": hit.epoch if hit else None,
+                "steps_to_target": hit.step if hit else None,
+                "examples_to_target": hit.examples if hit else None,
                 "diverged_step": diverged_step(run),
             }
             rows.append(row)
     return _csv_text(rows)
+
+
+def show_time(t: float, unit: str) -> str:
+    if not math.isfinite(t):
+        return "miss"
+    return f"{t:.2f}" if unit == SECONDS else f"{t:.0f}"
+
+
+def score_cells(scoring: Scoring) -> tuple[list[Column], list[list[str]]]:
+    """One row per method: its score, its speedup over the baseline, how many workloads it
+    reached the target on, and its median time to target on each; then the budgets."""
+    times, unit = scoring.times, scoring.unit
+    workloads = list(times)
+
+    def speedup(method: str) -> str:
+        return "-" if scoring.speedups is None else f"{scoring.speedups[method]:.2f}x"
+
+    def reached(method: str) -> str:
+        hits = sum(math.isfinite(per.get(method, math.inf)) for per in times.values())
+        return f"{hits}/{len(workloads)}"
+
+    def time_column(workload: str) -> Column:
+        return Column(
+            f"{workload}\n({unit})", lambda m: show_time(times[workload].get(m, math.inf), unit)
+        )
+
+    cols = [
+        Column("method", lambda m: m, "left"),
+        Column(f"AlgoPerf\nscore (τ≤{TAU_MAX:g})", lambda m: f"{scoring.scores[m]:.3f}"),
+        Column(f"speedup over\n{scoring.baseline}", speedup),
+        Column("targets\nreached", reached),
+        *(time_column(w) for w in workloads),
+    ]
+    rows = [[c.cell(m) for c in cols] for m in scoring.scores]
+    budget = ["budget (a miss)", "", "", ""]
+    rows.append(budget + [show_time(scoring.budgets[w], unit) for w in workloads])
+    return cols, rows
+
+
+def score_title(scoring: Scoring) -> str:
+    return (
+        f"scores: time to target in {scoring.unit}; AlgoPerf's integrated performance profile "
+        f"(1: fastest everywhere) and the geometric-mean speedup over {scoring.baseline}"
+    )
+
+
+def scores_csv(scoring: Scoring) -> str:
+    """One row per method: score, speedup and its time on each workload (`time:<workload>`,
+    inf for a miss), then a row `budget` holding what a miss counts as in the speedup."""
+    rows = []
+    for method, score in scoring.scores.items():
+        row: dict[str, Any] = {
+            "method": method,
+            "profile_score": score,
+            "geomean_speedup": None if scoring.speedups is None else scoring.speedups[method],
+            "baseline": scoring.baseline,
+            "time_unit": scoring.unit,
+            "tau_max": TAU_MAX,
+        }
+        row |= {f"time:{w}": per.get(method, math.inf) for w, per in scoring.times.items()}
+        rows.append(row)
+    budget = dict.fromkeys(rows[0], None) | {"method": "budget", "time_unit": scoring.unit}
+    rows.append(budget | {f"time:{w}": b for w, b in scoring.budgets.items()})
+    return _csv_text(rows)
+
+
+def show_key_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _at_best(c: Curve, s: Sensitivity) -> str:
+    spec, scale = s.headline.shown
+    if c.best is None or c.best.mean is None:
+        return "-"
+    mean = format(c.best.mean * scale, spec)
+    ci = c.best.interval
+    return (
+        mean
+        if ci is None
+        else f"{mean} [{format(ci[0] * scale, spec)}, {format(ci[1] * scale, spec)}]"
+    )
+
+
+def diverged_at(c: Curve) -> str:
+    """The values where seeds diverged: `10 (2/2 seeds)`."""
+    cells = [f"{p.value:g} ({p.diverged}/{p.runs} seeds)" for p in c.points if p.diverged]
+    return ", ".join(cells) or "-"
+
+
+def sensitivity_cells(s: Sensitivity) -> tuple[list[Column], list[list[str]]]:
+    """One row per curve: the best value of the key, the mean there, the good region and its
+    width, where seeds diverged."""
+
+    def region(c: Curve) -> str:
+        return "-" if c.region is None else f"{c.region[0]:g} to {c.region[1]:g}"
+
+    def width(c: Curve) -> str:
+        if c.width is None:
+            return "-"
+        return f"{c.width:.2f}" if s.log else f"{c.width:g}"
+
+    words = s.headline.label("final")
+    cols = [
+        Column("curve", lambda c: c.label, "left"),
+        Column(f"best\n{s.key}", lambda c: show_key_value(c.best and c.best.value)),
+        Column(f"{words}\nthere [95% CI]", lambda c: _at_best(c, s)),
+        Column("seeds\nthere", lambda c: "-" if c.best is None else str(len(c.best.finals))),
+        Column(f"good region\n(within {100 * s.tolerance:g}%)", region),
+        Column("width\n(decades)" if s.log else "width", width),
+        Column("diverged at", diverged_at, "left"),
+    ]
+    if any(c.best is not None and c.best.at for c in s.curves):
+        cols.insert(4, Column("best there at", lambda c: c.best.at if c.best else "-", "left"))
+    if len({c.workload for c in s.curves}) > 1:
+        cols.insert(0, Column("workload", lambda c: c.workload, "left"))
+    return cols, [[col.cell(c) for col in cols] for c in s.curves]
+
+
+def sensitivity_title(s: Sensitivity) -> str:
+    rule = "best / " if not s.headline.higher_is_better else ""
+    within = f"{rule}{1 - s.tolerance:g}" + ("" if rule else " x best")
+    others = f"; at each value, the best over {', '.join(s.others)}" if s.others else ""
+    return (
+        f"sensitivity to {s.key}: {s.headline.label('final')}, mean over completed seeds; good "
+        f"region: contiguous values with a mean within {within}{others}"
+    )
+
+
+def sensitivity_csv(sensitivities: list[Sensitivity]) -> str:
+    """One row per point of every curve: the key's value, the mean and 95% t-interval of the
+    final main metric over completed seeds, the seeds, diverged seeds, whether it is the best
+    and in the good region; the curve's region and width repeated on each of its rows."""
+    rows = []
+    for s in sensitivities:
+        for c in s.curves:
+            for p in c.points:
+                rows.append(_point_row(s, c, p))
+    return _csv_text(rows)
+
+
+def _point_row(s: Sensitivity, c: Curve, p: Point) -> dict[str, Any]:
+    low, high = p.interval or (None, None)
+    inside = c.region is not None and c.region[0] <= p.value <= c.region[1]
+    return {
+        "key": s.key,
+        "workload": c.workload,
+        "curve": c.label,
+        "value": p.value,
+        "metric": s.headline.final,
+        "mean": p.mean,
+        "ci95_low": low,
+        "ci95_high": high,
+        "completed": len(p.finals),
+        "diverged": p.diverged,
+        "runs": p.runs,
+        "at": p.at,
+        "best": p is c.best,
+        "in_good_region": inside,
+        "region_low": c.region[0] if c.region else None,
+        "region_high": c.region[1] if c.region else None,
+        "region_width": c.width,
+        "width_unit": s.width_unit,
+        "tolerance": s.tolerance,
+    }

@@ -1,7 +1,9 @@
-"""Target accuracies, and when each run first reached its workload's target.
+"""Target values of the main metric, and when each run first reached its workload's target.
 
-Timed from metrics.jsonl, like AlgoPerf: the first evaluated epoch whose test accuracy is at
-least the target, at that epoch's cumulative training time (evaluation excluded).
+Timed from metrics.jsonl, like AlgoPerf: the first evaluation whose main (validation) metric is
+at least the target, at that evaluation's step, training examples seen and cumulative training
+time (evaluation excluded). Epoch records and mid-epoch evaluation records are walked in the
+order they were written; records without the metric (epochs that were not evaluated) are skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 
 from optbench.report.groups import Group
 from optbench.report.headline import Headline
-from optbench.report.runs import COMPLETED, DIVERGED, Run
+from optbench.report.runs import COMPLETED, DIVERGED, Run, headline_of
 
 # Without --target, each workload's target is this fraction of the best value of its main metric
 # any completed run reached on it (the best loss / this fraction, for a loss): reachable by
@@ -23,7 +25,12 @@ ATTEMPTS = (COMPLETED, DIVERGED)
 
 @dataclass(frozen=True)
 class Hit:
-    epoch: int
+    """Where a run first reached its target. `step` and `examples` are None in records written
+    before the trainer logged them; `epoch` is fractional for a mid-epoch evaluation."""
+
+    epoch: float
+    step: int | None
+    examples: int | None
     train_time_s: float
 
 
@@ -35,12 +42,14 @@ def time_to_target(run: Run, target: float | None) -> Hit | None:
     for record in run.metrics:
         value = record.get(headline.metric)
         if value is not None and headline.reaches(value, target):
-            return Hit(record["epoch"], record["train_time_s"])
+            return Hit(
+                record["epoch"], record.get("step"), record.get("examples"), record["train_time_s"]
+            )
     return None
 
 
 def best_value(run: Run) -> float | None:
-    """The best value of the run's main metric over its evaluated epochs."""
+    """The best value of the run's main metric over its evaluations."""
     metric = run.headline.metric
     return run.headline.best_of([r[metric] for r in run.metrics if r.get(metric) is not None])
 
@@ -52,7 +61,7 @@ def workload_targets(groups: list[Group], target: float | None) -> dict[str, flo
     for group in groups:
         values = best.setdefault(group.workload, [])
         values += [v for r in group.completed if (v := best_value(r)) is not None]
-        headlines.setdefault(group.workload, group.headline)
+        headlines.setdefault(group.workload, headline_of(group.runs))
     if target is not None:
         return dict.fromkeys(best, target)
     return {w: default_target(headlines[w], values) for w, values in best.items()}

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from optbench.checks import is_number
 from optbench.data import DeviceBatches, ImageDataset, TextDataset, load_dataset
 from optbench.data.text import TokenWindows
 from optbench.errors import UserError
@@ -33,7 +34,6 @@ from optbench.run.step import TrainStep
 from optbench.schedules import MomentumControl, Schedule, build_schedule
 from optbench.tasks import Task, build_task
 
-SPLITS = ("train", "test")
 # Training images a data-dependent initialisation sees (airbench94 uses 5,000).
 INITIALIZATION_IMAGES = 5000
 
@@ -42,7 +42,14 @@ INITIALIZATION_IMAGES = 5000
 class RunData:
     dataset: ImageDataset | TextDataset
     train_batches: DeviceBatches | TokenWindows
+    val_batches: DeviceBatches | TokenWindows | None  # None: no validation split
     test_batches: DeviceBatches | TokenWindows
+
+    def evaluated_splits(self) -> dict[str, DeviceBatches | TokenWindows]:
+        """What an evaluation reads: the validation split (for every decision) and the test
+        split (only reported)."""
+        held_out = {"val": self.val_batches, "test": self.test_batches}
+        return {name: batches for name, batches in held_out.items() if batches is not None}
 
 
 @dataclass
@@ -79,12 +86,30 @@ class Run:
     def start_epoch(self, epoch: int) -> None:
         start_epoch(self.optimizer, self.momentum, epoch)
 
-    def metric_name(self, split: str = "test") -> str:
-        """The task's main metric on `split`, as records and results name it: `test_acc`."""
+    @property
+    def has_val(self) -> bool:
+        return self.plan.dataset.val_size > 0
+
+    @property
+    def data_split(self) -> dict[str, int]:
+        """Samples (text: windows) in each split: recorded in run_info.json and results.json."""
+        info = self.plan.dataset
+        return {"train": info.train_size, "val": info.val_size, "test": info.test_size}
+
+    def metric_name(self, split: str = "val") -> str:
+        """The task's main metric on `split`, as records and results name it: `val_acc`."""
         return f"{split}_{self.task.main_metric}"
 
     def higher_is_better(self, metric: str) -> bool:
         return self.task.directions[metric.partition("_")[2]] == "max"
+
+    def reaches(self, metric: str, value: float, target: float) -> bool:
+        """Whether `value` of `metric` is at least as good as `target`."""
+        return value >= target if self.higher_is_better(metric) else value <= target
+
+    def target_metric(self) -> str:
+        """The validation metric `trainer.targets` are values of: the main one by default."""
+        return self.cfg.trainer.target_metric or self.metric_name()
 
 
 def uses_channels_last(setting: str | bool, device: torch.device, model: nn.Module) -> bool:
@@ -105,12 +130,29 @@ def base_lr(cfg: DictConfig) -> float | None:
     return None if cfg.optimizer.lr == "auto" else float(cfg.optimizer.lr)
 
 
+def check_targets(t: DictConfig, task: Task) -> None:
+    """`trainer.targets` are finite values of a validation metric the task has."""
+    metric = t.target_metric
+    known = [f"val_{m}" for m in task.directions]
+    if metric is not None and metric not in known:
+        raise UserError(
+            f"trainer.target_metric must be a validation metric of the {task.name} task "
+            f"({', '.join(known)}), got {metric!r}"
+        )
+    targets = list(t.targets) if OmegaConf.is_list(t.targets) else t.targets
+    if not isinstance(targets, list) or not all(is_number(x) for x in targets):
+        raise UserError(
+            f"trainer.targets must be a list of numbers, e.g. [0.9, 0.93], got {targets!r}"
+        )
+
+
 def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     """Build the run `cfg` describes; with `meta`, on the meta device and without data."""
     cfg = with_resolved_optimizer(cfg)
     plan = plan_run(cfg)
     task = build_task(cfg)
     t = cfg.trainer
+    check_targets(t, task)
     if meta:
         with torch.device("meta"):
             model = build_model(cfg.model, plan.dataset)
@@ -132,7 +174,7 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"model={cfg.model.name} as configured has no trainable parameters")
     optimizer = build_optimizer(model, cfg.optimizer, cfg.param_groups, device)
-    modes = {f"{s}_{m}": d for s in SPLITS for m, d in task.directions.items()}
+    modes = {f"val_{m}": d for m, d in task.directions.items()}  # plateau reads validation
     schedule = build_schedule(
         cfg.scheduler, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
         metric_modes=modes, cycles_momentum=momentum_in_use(optimizer),
@@ -185,12 +227,12 @@ def _device_batches(
     cfg: DictConfig, plan: RunPlan, dataset: ImageDataset | TextDataset, channels_last: bool
 ) -> RunData:
     t = cfg.trainer
-    train, test = dataset.device_batches(
+    train, val, test = dataset.device_batches(
         cfg.dataset, device=plan.device, batch_size=plan.batch_size,
         eval_batch_size=t.eval_batch_size, drop_last=t.drop_last, seed=t.seed,
         channels_last=channels_last, shard=(plan.world.rank, plan.world.size),
     )  # fmt: skip
-    return RunData(dataset, train, test)
+    return RunData(dataset, train, val, test)
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:

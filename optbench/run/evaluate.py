@@ -34,17 +34,22 @@ def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
 @torch.no_grad()
 def evaluate(
     step: TrainStep,
-    batches: DeviceBatches,
+    splits: dict[str, DeviceBatches],
     train_batches: DeviceBatches | None = None,
     tta: str = "none",
 ) -> dict[str, float]:
-    """The task's metrics of the step's model over `batches`, under the step's autocast.
+    """The task's metrics of the step's model on each split, named `<split>_<metric>`, under
+    the step's autocast.
 
     For Schedule-Free optimizers the model is evaluated at the optimizer's averaged
     weights, with batch-norm statistics recomputed there from `train_batches`.
     """
     with _evaluation_weights(step, train_batches):
-        return evaluate_batches(step, batches.epoch(0), tta)
+        return {
+            f"{split}_{name}": value
+            for split, batches in splits.items()
+            for name, value in evaluate_batches(step, batches.epoch(0), tta).items()
+        }
 
 
 @torch.no_grad()

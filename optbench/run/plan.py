@@ -13,6 +13,7 @@ from optbench.data import DatasetInfo, dataset_info
 from optbench.distributed import World, launched
 from optbench.errors import UserError
 from optbench.optim.registry import optimizer_info
+from optbench.schedules import scheduler_info
 
 AMP_MODES = ("none", "fp16", "bf16")
 CLIP_MODES = ("none", "norm", "value")
@@ -23,6 +24,7 @@ TTA_MODES = ("none", "mirror", "mirror_translate")  # optbench/run/evaluate.py
 INTEGER_SETTINGS = {
     "eval_batch_size": 1,
     "eval_interval": 1,
+    "eval_every": 0,
     "log_interval": 1,
     "diagnostics_interval": 0,
     "checkpoint_every": 0,
@@ -155,9 +157,36 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         check == "auto" and device.type == "cuda" and t.amp != "fp16"
     )
     plan = RunPlan(device, t.amp, deferred, epochs, batch_size, accumulation, batches, info, world)
+    if not info.val_size:
+        _refuse_choosing(cfg)
     if world.distributed:
         _check_split(cfg, plan)
     return plan
+
+
+def require_validation(dataset: DictConfig, info: DatasetInfo, feature: str) -> None:
+    """`feature` chooses by the validation split: without one it refuses, rather than
+    choosing on the test split it reports."""
+    if info.val_size:
+        return
+    key = "dataset.val_fraction=0.1" if "val_fraction" in dataset else "dataset.val_size=5000"
+    raise UserError(
+        f"{feature} chooses by the validation split, but this dataset holds none out; "
+        f"set one, e.g. {key} (choosing on the test split would bias what it reports)"
+    )
+
+
+def _refuse_choosing(cfg: DictConfig) -> None:
+    t, info = cfg.trainer, dataset_info(cfg.dataset)
+    choosing = {
+        "trainer.targets": bool(t.targets),
+        f"scheduler={cfg.scheduler.name}": scheduler_info(cfg.scheduler.name).per_evaluation,
+        "trainer.keep_best": t.keep_best is True,
+        "lr_find.validation_batches": bool(cfg.lr_find.validation_batches),
+    }
+    for feature, used in choosing.items():
+        if used:
+            require_validation(cfg.dataset, info, feature)
 
 
 def plan_world(cfg: DictConfig) -> World:

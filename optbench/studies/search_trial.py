@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE
 from optbench.run import build_run
-from optbench.run.plan import device_for_job
+from optbench.run.plan import device_for_job, require_validation
 from optbench.studies.search_space import GROUP_KEY, SearchSpace
 from optbench.tracking.results import PRUNED, objective
 from optbench.train.preflight import check_train_config
@@ -32,6 +32,10 @@ CONFIG_NAME = "train"
 # `<trial number>_<values>`. Set where trials are planned, so that a re-asked trial trains (and
 # with trainer.resume=auto, resumes) in the same folder.
 RUN_NAME = "run_name"
+# Results kept as user attributes of each trial.
+SCORED_RESULTS = TIME_TO_TARGET, PLANNED_STEPS, TRAIN_TIME = (
+    "time_to_target", "planned_steps", "train_time_s",
+)  # fmt: skip
 _ABSENT = object()
 
 
@@ -56,14 +60,16 @@ class TrialRunner:
             cfg.trainer.device, self.worker, torch.cuda.device_count()
         )
 
-        def on_evaluation(epoch: int, value: float) -> bool:
-            trial.report(value, epoch)
+        def on_evaluation(step: int, value: float) -> bool:
+            trial.report(value, step)  # the validation metric, at the optimizer step
             return trial.should_prune()
 
         # A signal ends the process inside train (results "interrupted"): the trial stays
         # RUNNING in the study, and the next command to start reclaims it.
         results = train(cfg, run_dir, on_evaluation=on_evaluation)
         trial.set_user_attr("status", results["status"])
+        for key in SCORED_RESULTS:  # what scoring by time to target reads (studies/tuning.py)
+            trial.set_user_attr(key, results[key])
         if results["status"] == PRUNED:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:  # a diverged run scores the worst value, so the study goes on
@@ -87,6 +93,7 @@ def check_trials(space: SearchSpace, overrides: list[str], default: str) -> bool
             check_train_config(cfg)
         if maximize is None:
             run = build_run(cfg, meta=True)
+            require_validation(cfg.dataset, run.plan.dataset, "a search or tuning study")
             maximize = run.higher_is_better(run.metric_name())
     return bool(maximize)
 

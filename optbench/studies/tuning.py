@@ -4,8 +4,13 @@ Every optimizer in `tuning.optimizers` gets `tuning.studies` independent studies
 `tuning.trials` trials. Study s of every optimizer trains the same quasi-random points (one
 scrambled Sobol sequence per study, seeded `sobol_seed + s`) mapped onto that optimizer's own
 space (the same unit-cube points for spaces of as many dimensions), so the budgets differ only
-in where the spaces lie. An optimizer's score is the median
-over its studies of each study's best trial; the best trial of the median study is then
+in where the spaces lie. Every trial is judged on the validation split.
+
+With `tuning.target` (AlgoPerf's rules, v0.6) a trial's score is its time to that validation
+target (`tuning.time`: optimizer steps or training seconds; a miss is infinite), a study's
+best trial is its fastest, and an optimizer's score is the median over its studies. Without
+one, a trial's score is the best value of the main validation metric, and the optimizer's
+the median of its studies' bests. Either way the best trial of the median study is then
 trained again on `eval_seeds`, seeds no trial used. A self-tuning optimizer (Prodigy,
 D-Adaptation) searches nothing: its one trial and its reruns train with its defaults for
 `self_tuning_budget` x the epochs (AlgoPerf's self-tuning track).
@@ -31,11 +36,19 @@ from optbench.errors import UserError
 from optbench.optim.registry import optimizer_info
 from optbench.studies.optuna_study import read_pruner_and_storage
 from optbench.studies.search_space import Dimension, SearchSpace, read_sections
-from optbench.studies.search_trial import RUN_NAME, dirname
+from optbench.studies.search_trial import (
+    PLANNED_STEPS,
+    RUN_NAME,
+    TIME_TO_TARGET,
+    TRAIN_TIME,
+    dirname,
+)
 
 SEED_KEY = "trainer.seed"
 EPOCHS_KEY = "trainer.epochs"
+TARGETS_KEY = "trainer.targets"
 TUNING, EVAL = "tuning", "eval"
+TIME_UNITS = {"steps": "step", "seconds": "train_time_s"}  # tuning.time -> the Reached field
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,9 @@ class TuningSettings:
     pruner_options: dict[str, Any]
     storage: str | None
     workers: int
+    target: float | None  # of the main validation metric; None: score by the best value
+    time: str  # a key of TIME_UNITS: what time to target is measured in
+    baseline: str  # the optimizer the speedups are relative to
 
     def self_tuning(self, optimizer: str) -> bool:
         return optimizer_info(optimizer).self_tuning
@@ -110,6 +126,20 @@ def read_settings(block: Any) -> TuningSettings:
     if not is_number(budget) or budget < 1:
         raise UserError(f"tuning.self_tuning_budget must be a number >= 1, got {budget!r}")
     pruner, options, storage = read_pruner_and_storage(block, "tuning")
+    target = block.get("target")
+    if target is not None and not is_number(target):
+        raise UserError(
+            f"tuning.target must be a number (a validation target) or null, got {target!r}"
+        )
+    time = block.get("time", "steps")
+    if time not in TIME_UNITS:
+        raise UserError(f"tuning.time must be one of {', '.join(TIME_UNITS)}, got {time!r}")
+    baseline = block.get("baseline") or optimizers[0]
+    if baseline not in optimizers:
+        raise UserError(
+            f"tuning.baseline must be one of tuning.optimizers ({', '.join(optimizers)}), "
+            f"got {baseline!r}"
+        )
     return TuningSettings(
         optimizers=tuple(optimizers),
         trials=require_int(block.get("trials"), "tuning.trials", 1),
@@ -123,6 +153,9 @@ def read_settings(block: Any) -> TuningSettings:
         pruner_options=options,
         storage=storage,
         workers=require_int(block.get("workers", 1), "tuning.workers", 1),
+        target=None if target is None else float(target),
+        time=time,
+        baseline=baseline,
     )
 
 
@@ -229,33 +262,67 @@ def enqueue(study: optuna.Study, cell: Cell, overrides: list[str]) -> None:
         study.enqueue_trial(planned.params, user_attrs={RUN_NAME: planned.run_name})
 
 
-def study_best(study: optuna.Study) -> FrozenTrial | None:
+def time_to_target(trial: FrozenTrial, time: str) -> float:
+    """When the trial first reached the target, in `time` units (a key of TIME_UNITS);
+    infinite for a miss, a pruned or a diverged trial (which never reached it)."""
+    reached = list((trial.user_attrs.get(TIME_TO_TARGET) or {}).values())
+    if trial.state != TrialState.COMPLETE or not reached or reached[0] is None:
+        return math.inf
+    return float(reached[0][TIME_UNITS[time]])
+
+
+def budget(trial: FrozenTrial, time: str) -> float | None:
+    """What the trial was given to reach the target, in `time` units: its planned optimizer
+    steps, or the training seconds it took in all (None: not known, it never finished)."""
+    return trial.user_attrs.get(PLANNED_STEPS if time == "steps" else TRAIN_TIME)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How trials are ranked: by time to `target` (AlgoPerf), or by their best value."""
+
+    maximize: bool
+    target: float | None = None
+    time: str = "steps"
+
+    def score(self, trial: FrozenTrial) -> float:
+        """The trial's score: its time to target, or the best value of its main metric."""
+        return trial.value if self.target is None else time_to_target(trial, self.time)
+
+    def rank(self, trial: FrozenTrial) -> tuple[float, ...]:
+        """Lower is better: the time to target first (if scored so), then the best value
+        (all misses are ranked by how close they came), then the earlier trial."""
+        value = -trial.value if self.maximize else trial.value
+        if self.target is None:
+            return (value, trial.number)
+        return (self.score(trial), value, trial.number)
+
+
+def study_best(study: optuna.Study, scoring: Scoring) -> FrozenTrial | None:
     """The study's best completed trial (pruned ones never count); the earlier on a tie."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return None
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
-    return ranked[0]
+    return min(complete, key=scoring.rank, default=None)
 
 
 @dataclass(frozen=True)
 class Pick:
-    """An optimizer's tuned result: the median over studies of each study's best."""
+    """An optimizer's tuned result: the median over studies of each study's best score."""
 
-    median: float
+    median: float  # a time to target (inf: more than half the studies missed) or a value
     bests: list[float | None]  # per study; None where no trial completed
     study: int  # the median study, whose best trial is rerun
     trial: FrozenTrial
 
 
-def pick(bests: list[FrozenTrial | None], maximize: bool) -> Pick | None:
-    """The median of the studies' best values, and the study at the median whose best is
+def pick(bests: list[FrozenTrial | None], scoring: Scoring) -> Pick | None:
+    """The median of the studies' best scores, and the study at the median whose best is
     rerun (of an even count, the better of the two middle ones); None if no study completed."""
-    found = [(t.value, s, t) for s, t in enumerate(bests) if t is not None]
+    found = sorted(
+        ((scoring.rank(t), s, t) for s, t in enumerate(bests) if t is not None),
+        key=lambda f: (f[0], f[1]),
+    )
     if not found:
         return None
-    found.sort(key=lambda f: (-f[0] if maximize else f[0], f[1]))
     _, study, trial = found[(len(found) - 1) // 2]
-    median = statistics.median(f[0] for f in found)
-    return Pick(median, [None if t is None else t.value for t in bests], study, trial)
+    median = statistics.median(scoring.score(t) for _, _, t in found)
+    return Pick(median, [None if t is None else scoring.score(t) for t in bests], study, trial)

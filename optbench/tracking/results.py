@@ -2,8 +2,10 @@
 
 The trainer writes it; the report, the TensorBoard HParams entry, tuning and the tests read
 it through these names. Metric keys follow the task: `final_<split>_<metric>` for every
-metric of the run's last record, and `best_<metric>` for the task's main validation metric
-(named in `metric`; `higher_is_better` says which way is better).
+metric of the run's last training record and last evaluation, and `best_<metric>` for the
+task's main validation metric (named in `metric`, `val_acc`; `higher_is_better` says which
+way is better), with `test_at_best` the test metrics at that point. Schema 1 (no `schema`
+key) predates the validation split: its `metric` is a test metric, chosen on test.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ from typing import Any, Literal, TypedDict
 Status = Literal["completed", "diverged", "interrupted", "pruned"]
 STATUSES: tuple[Status, ...] = ("completed", "diverged", "interrupted", "pruned")
 COMPLETED, DIVERGED, INTERRUPTED = "completed", "diverged", "interrupted"
+RESULTS_SCHEMA = 2  # 2: decisions on a validation split (`val_*`); 1 chose on test
 # Stopped early by a search's pruner: its value so far was not promising enough to go on.
 PRUNED = "pruned"
 
 
 class Reached(TypedDict):
-    epoch: int
+    epoch: float  # epochs completed; fractional for an evaluation between epoch ends
     step: int
+    examples: int  # training samples seen
     train_time_s: float
 
 
 class Results(TypedDict):
+    schema: int  # RESULTS_SCHEMA
     status: Status
     model: str
     dataset: str
@@ -32,13 +37,17 @@ class Results(TypedDict):
     scheduler: str
     seed: int
     task: str
-    metric: str  # the main validation metric, e.g. test_acc
+    metric: str  # the main validation metric, val_acc (test_acc without a validation split)
     higher_is_better: bool
+    data_split: dict[str, int]  # samples (text: windows) in train, val and test
     epochs: int  # completed
     steps: int  # optimizer steps completed
     planned_epochs: int
     planned_steps: int
-    best_epoch: int | None
+    best_epoch: float | None  # where the main validation metric was best
+    best_step: int | None
+    test_at_best: dict[str, float] | None  # test metrics there, reported, never chosen on
+    target_metric: str  # the validation metric trainer.targets are values of
     time_to_target: dict[str, Reached | None]  # per trainer.targets value; None: a miss
     wall_time_s: float
     train_time_s: float  # training only: evaluation is timed separately

@@ -122,19 +122,23 @@ class TrainingLog:
     def epoch(self, record: dict[str, Any]) -> dict[str, Any]:
         """Close an epoch: write its record (training means included) and return it."""
         self.flush()
+        self.evaluation(record)
+        return record
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        """Write a metrics.jsonl record: an epoch's, or an evaluation's between epochs."""
         if self.run_dir is not None:
             append_json_line(self.run_dir / "metrics.jsonl", record)
         # Everything on the optimizer-step axis, so runs with different epoch lengths line up
         # and a resumed run can purge what was logged after its checkpoint.
         for key, value in record.items():
-            if key != "step" and isinstance(value, int | float):
+            if key not in ("step", "examples") and isinstance(value, int | float):
                 self.writer.add_scalar(epoch_tag(key), value, record["step"])
-        return record
 
 
 def epoch_tag(key: str) -> str:
-    """TensorBoard tag of a metrics.jsonl key: `test_acc` -> `test/acc`, `images_per_s` -> `epoch/images_per_s`."""
+    """TensorBoard tag of a metrics.jsonl key: `val_acc` -> `val/acc`, `images_per_s` -> `epoch/images_per_s`."""
     split, _, metric = key.partition("_")
-    if split in ("train", "test") and metric != "time_s":
+    if split in ("train", "val", "test") and metric != "time_s":
         return f"{split}/{metric}"
     return f"epoch/{key}"

@@ -27,6 +27,7 @@ FORMAT_VERSION = 2  # 2: the sha256 header; 1 had none
 FOLDER = "checkpoints"
 HEADER = b"optbench checkpoint sha256 "
 DIGEST_CHARS = 64  # hex digits of a sha256
+BEST_NAME = "best.pt"  # the weights at the best validation point (trainer.keep_best)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -49,15 +50,27 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
     return partial
 
 
-def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write `payload` as the checkpoint of `step`, then delete all but the newest `keep`
-    and the leftovers of killed writes."""
+def _write(path: Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **payload}, buffer)
     body = buffer.getvalue()
     header = HEADER + hashlib.sha256(body).hexdigest().encode() + b"\n"
-    path = checkpoint_path(run_dir, step)
     atomic_write_bytes(path, header + body)
+
+
+def save_best(run_dir: Path, weights: dict[str, torch.Tensor], step: int) -> Path:
+    """Write the model's weights at the best validation point so far (`trainer.keep_best`):
+    `checkpoints/best.pt`, readable with `load_checkpoint`."""
+    path = run_dir / FOLDER / BEST_NAME
+    _write(path, {"model": weights, "step": step})
+    return path
+
+
+def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write `payload` as the checkpoint of `step`, then delete all but the newest `keep`
+    and the leftovers of killed writes."""
+    path = checkpoint_path(run_dir, step)
+    _write(path, payload)
     remove_partial_writes(run_dir)
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)

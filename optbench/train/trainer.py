@@ -3,6 +3,8 @@
 `train` builds the run (optbench/run/build.py), starts or resumes a `Training`, and runs
 `_train_epochs`: epochs, steps, logging, evaluation, checkpoints and stop conditions, on
 one screen. Everything the loop keeps is in `Training`; what it checkpoints is `TrainState`.
+Each evaluation reads the validation split, which every decision (the best point, targets,
+plateau, a pruner) is made on, and the test split, which is only reported.
 Split over several processes (DDP), every rank runs this loop in lockstep on its share of
 each batch; rank 0 alone writes the run directory.
 """
@@ -36,7 +38,15 @@ from optbench.tracking.console import ProgressBar, console, summary_table
 from optbench.tracking.diagnostics import StepDiagnostics
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
-from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, Results, best_key
+from optbench.tracking.results import (
+    COMPLETED,
+    DIVERGED,
+    INTERRUPTED,
+    PRUNED,
+    RESULTS_SCHEMA,
+    Results,
+    best_key,
+)
 from optbench.tracking.run_info import run_info
 from optbench.tracking.training_log import DiscardingWriter, EpochTotals, TrainingLog
 from optbench.train import checkpoint
@@ -58,12 +68,15 @@ class TrainState:
     eval_time_s: float = 0.0
     images: int = 0  # training samples processed
     best: float | None = None  # of the task's main validation metric
-    best_epoch: int | None = None
+    best_epoch: float | None = None  # an epoch count; fractional for a mid-epoch evaluation
+    best_step: int | None = None
+    test_at_best: dict[str, float] | None = None  # the test metrics at the best validation point
     nonfinite_skips: int = 0
     time_to_target: dict[str, dict[str, float] | None] = field(default_factory=dict)
     lr_finder: dict[str, Any] | None = None  # the LR the range test found for `auto`, and how
     records: int = 0  # lines in metrics.jsonl
-    last: dict[str, Any] = field(default_factory=dict)  # the last metrics.jsonl record
+    last: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics.jsonl record
+    last_eval: dict[str, float] = field(default_factory=dict)  # the last evaluation's metrics
 
 
 def optimizer_steps(batches: Iterable[Batch], accumulation: int) -> Iterator[list[Batch]]:
@@ -84,8 +97,9 @@ def train(
     """Train as `cfg` says, write everything into `run_dir`, return the results.
 
     With `trainer.resume` the run continues from a checkpoint, in the run directory that
-    holds it, and ends exactly as the uninterrupted run would have. `on_evaluation(epoch,
-    value of the main metric)` hears every evaluation; True stops the run as "pruned".
+    holds it, and ends exactly as the uninterrupted run would have. `on_evaluation(step,
+    value of the main validation metric)` hears every evaluation; True stops the run as
+    "pruned".
     """
     wall_start = time.perf_counter()
     resume = find_resume(cfg.trainer.resume, run_dir)
@@ -122,8 +136,8 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
         run.model.train()
         if state.batch == 0:  # not when resuming mid-epoch: it ran before the checkpoint
             run.start_epoch(epoch)
-        synchronize(plan.device)
-        epoch_start, status, diagnosis = time.perf_counter(), COMPLETED, None
+        tr.start_clock()
+        status, diagnosis = COMPLETED, None
         for micro_batches in optimizer_steps(
             run.data.train_batches.epoch(epoch, state.batch), plan.accumulation
         ):
@@ -153,13 +167,20 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
                 if (diagnosis := tr.check_guard(epoch)) is not None:
                     status = DIVERGED
                     break
+            if tr.evaluation_due(state.step):
+                if (diagnosis := tr.check_guard(epoch)) is not None:
+                    status = DIVERGED
+                    break
+                tr.evaluate_mid_epoch(epoch)
+                if tr.prune:
+                    status = PRUNED
+                    break
             if tr.stop_requested(stop, logged):
                 status = INTERRUPTED
                 break
         if status == COMPLETED and (diagnosis := tr.check_guard(epoch)) is not None:
             status = DIVERGED
-        synchronize(plan.device)
-        tr.totals.time_s += time.perf_counter() - epoch_start
+        tr.stop_clock()
         if status != COMPLETED:  # stopped mid-epoch: keep the state before the bad step
             tr.stop_mid_epoch()
             return status, diagnosis
@@ -191,6 +212,7 @@ class Training:
     diagnostics: StepDiagnostics
     on_evaluation: Callable[[int, float], bool] | None = None  # a search's pruner listening
     prune: bool = False  # what on_evaluation answered last
+    clock_start: float = 0.0  # when the current stretch of training time began
 
     @classmethod
     def start(
@@ -215,7 +237,8 @@ class Training:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(run.cfg, resolve=True))
             atomic_write_json(
-                run_dir / "run_info.json", run_info(run.plan.device, run.plan.world.size)
+                run_dir / "run_info.json",
+                run_info(run.plan.device, run.plan.world.size) | {"data_split": run.data_split},
             )
         purge = state.step if resume else None
         writer = SummaryWriter(str(run_dir), purge_step=purge) if main else DiscardingWriter()
@@ -240,6 +263,15 @@ class Training:
     def advance(self, batches: int) -> None:
         self.state.step += 1
         self.state.batch += batches
+
+    def start_clock(self) -> None:
+        synchronize(self.run.plan.device)
+        self.clock_start = time.perf_counter()
+
+    def stop_clock(self) -> None:
+        """Add the training time since `start_clock` (queued GPU work included) to the epoch."""
+        synchronize(self.run.plan.device)
+        self.totals.time_s += time.perf_counter() - self.clock_start
 
     def stop_requested(self, stop: StopSignals, at_sync_point: bool) -> bool:
         """Whether to stop here for a signal. Ranks agree only where the loop already waits
@@ -270,22 +302,49 @@ class Training:
         """Count the epoch's partial time and samples, and checkpoint where training stopped."""
         self.state.train_time_s += self.totals.time_s
         self.state.images += self.totals.samples
-        self.totals.time_s = 0.0  # already counted; the resumed epoch adds only its own time
+        # Already counted: the resumed epoch adds only its own time and samples.
+        self.totals.time_s, self.totals.samples = 0.0, 0
         self.log.flush()
         self.save()
+
+    def evaluation_due(self, step: int) -> bool:
+        """With `trainer.eval_every` steps, whether to evaluate after `step` within the run
+        (its last step is evaluated at the end of the last epoch)."""
+        every = self.run.cfg.trainer.eval_every
+        return bool(every) and step % every == 0 and step < self.run.plan.total_steps
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics on every held-out split: `val_acc`, `test_acc`, ..."""
+        start = time.perf_counter()
+        data, t = self.run.data, self.run.cfg.trainer
+        metrics = evaluate(self.run.step, data.evaluated_splits(), data.train_batches, t.tta)
+        self.state.eval_time_s += time.perf_counter() - start
+        return metrics
+
+    def evaluate_mid_epoch(self, epoch: int) -> None:
+        """An evaluation between epoch ends (`trainer.eval_every`): its own metrics.jsonl line."""
+        self.stop_clock()
+        state, totals, plan = self.state, self.totals, self.run.plan
+        record = {
+            "epoch": round(epoch + state.batch / plan.batches_per_epoch, 4), "step": state.step,
+            "examples": state.images + totals.samples,
+            "train_time_s": state.train_time_s + totals.time_s,
+        } | self.evaluate()  # fmt: skip
+        self.log.evaluation(record)
+        state.records += 1
+        self.after_evaluation(record)
+        self.start_clock()
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Evaluate if due, write the epoch's record, update best and time-to-target."""
         run, state, totals, t = self.run, self.state, self.totals, self.run.cfg.trainer
         state.train_time_s += totals.time_s
         state.images += totals.samples
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
-        evaluated = (epoch + 1) % t.eval_interval == 0 or epoch + 1 == run.plan.epochs
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "examples": state.images}
+        by_epochs = not t.eval_every and (epoch + 1) % t.eval_interval == 0
+        evaluated = by_epochs or epoch + 1 == run.plan.epochs
         if evaluated:
-            eval_start = time.perf_counter()
-            metrics = evaluate(run.step, run.data.test_batches, run.data.train_batches, t.tta)
-            state.eval_time_s += time.perf_counter() - eval_start
-            record |= {f"test_{k}": v for k, v in metrics.items()}
+            record |= self.evaluate()
         record |= {
             "lr": dict(
                 zip(run.group_names, (g["lr"] for g in run.optimizer.param_groups), strict=True)
@@ -298,31 +357,36 @@ class Training:
             record["peak_memory_mb"] = torch.cuda.max_memory_allocated(run.plan.device) / 2**20
         record |= totals.means(run.task)
         record = self.log.epoch(record)
-        if evaluated:
-            run.schedule.evaluated(record, state.step)
-            self._note_progress(record, epoch + 1)
-            if self.on_evaluation is not None:
-                self.prune = self.on_evaluation(epoch + 1, record[self.run.metric_name()])
-        state.epoch, state.batch, state.last = epoch + 1, 0, record
         state.records += 1
+        if evaluated:
+            self.after_evaluation(record)
+        state.epoch, state.batch, state.last = epoch + 1, 0, record
         self.totals = EpochTotals()
         return record
 
-    def _note_progress(self, record: dict[str, Any], epoch: int) -> None:
-        """Best value of the main metric so far, and the first time each target was reached."""
-        state, metric = self.state, self.run.metric_name()
-        value, higher = record[metric], self.run.higher_is_better(metric)
-
-        def beats(a: float, b: float) -> bool:
-            return a >= b if higher else a <= b
-
-        if state.best is None or (value != state.best and beats(value, state.best)):
-            state.best, state.best_epoch = value, epoch
+    def after_evaluation(self, record: dict[str, Any]) -> None:
+        """What an evaluation decides, on the validation split alone: the plateau schedule,
+        the best point, the targets reached and a pruner's verdict."""
+        run, state = self.run, self.state
+        state.last_eval = {k: v for k, v in record.items() if k.startswith(("val_", "test_"))}
+        if not run.has_val:
+            return
+        run.schedule.evaluated(record, state.step)
+        metric = run.metric_name()
+        value = record[metric]
+        if state.best is None or (value != state.best and run.reaches(metric, value, state.best)):
+            state.best, state.best_epoch, state.best_step = value, record["epoch"], state.step
+            state.test_at_best = {k: v for k, v in record.items() if k.startswith("test_")}
+            if run.cfg.trainer.keep_best and run.plan.world.main:
+                checkpoint.save_best(self.run_dir, run.model.state_dict(), state.step)
+        target_metric = run.target_metric()
         for target, reached in state.time_to_target.items():
-            if reached is None and beats(value, float(target)):
+            if reached is None and run.reaches(target_metric, record[target_metric], float(target)):
                 state.time_to_target[target] = {
-                    "epoch": epoch, "step": state.step, "train_time_s": state.train_time_s,
-                }  # fmt: skip
+                    k: record[k] for k in ("epoch", "step", "examples", "train_time_s")
+                }
+        if self.on_evaluation is not None:
+            self.prune = self.on_evaluation(state.step, value)
 
     def check_guard(self, epoch: int) -> dict[str, Any] | None:
         """Read the deferred NaN/Inf guard: count skipped steps, or diagnose the first bad one."""
@@ -376,19 +440,20 @@ class Training:
     def results(self, status: str, diagnosis: dict | None, wall_time_s: float) -> Results:
         cfg, plan, state, run = self.run.cfg, self.run.plan, self.state, self.run
         device = plan.device
-        metric = run.metric_name()
-        finals = {
-            f"final_{k}": v for k, v in state.last.items() if k.startswith(("train_", "test_"))
-            and not k.endswith("_time_s")
-        }  # fmt: skip
+        metric = run.metric_name("val" if run.has_val else "test")
+        last = {k: v for k, v in state.last.items() if k.startswith("train_")} | state.last_eval
+        finals = {f"final_{k}": v for k, v in last.items() if not k.endswith("_time_s")}
         results: Results = {
-            "status": status, "model": cfg.model.name, "dataset": cfg.dataset.name,
-            "optimizer": cfg.optimizer.name, "scheduler": cfg.scheduler.name,
-            "seed": cfg.trainer.seed, "task": run.task.name, "metric": metric,
-            "higher_is_better": run.higher_is_better(metric),
+            "schema": RESULTS_SCHEMA, "status": status, "model": cfg.model.name,
+            "dataset": cfg.dataset.name, "optimizer": cfg.optimizer.name,
+            "scheduler": cfg.scheduler.name, "seed": cfg.trainer.seed, "task": run.task.name,
+            "metric": metric, "higher_is_better": run.higher_is_better(metric),
+            "data_split": run.data_split,
             "epochs": state.epoch, "steps": state.step,
             "planned_epochs": plan.epochs, "planned_steps": plan.total_steps,
-            "best_epoch": state.best_epoch, "time_to_target": state.time_to_target,
+            "best_epoch": state.best_epoch, "best_step": state.best_step,
+            "test_at_best": state.test_at_best, "target_metric": run.target_metric(),
+            "time_to_target": state.time_to_target,
             "wall_time_s": wall_time_s, "train_time_s": state.train_time_s,
             "eval_time_s": state.eval_time_s,
             "images_per_s": state.images / state.train_time_s if state.train_time_s else None,
@@ -440,7 +505,7 @@ def _lrs(run: Run) -> str:
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
     split_metrics = "  ".join(
         f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in record.items()
-        if k.startswith(("train_", "test_")) and not k.endswith("_time_s")
+        if k.startswith(("train_", "val_", "test_")) and not k.endswith("_time_s")
     )  # fmt: skip
     log.info(
         "epoch %d/%d  %s  %.0f img/s",
@@ -481,13 +546,17 @@ def _truncate_metrics(path: Path, records: int) -> None:
 
 
 def _summary_rows(results: Results) -> dict[str, Any]:
+    """The run's headline: the validation metric it chose by, and the test metric reported
+    at the best validation point and at the end."""
     metric = results["metric"]
-    keys = [
-        f"final_{metric}",
-        best_key(metric),
-        "final_train_loss",
-        "steps",
-        "train_time_s",
-        "images_per_s",
-    ]
-    return {k: results[k] for k in keys if results.get(k) is not None}
+    test = f"test_{metric.partition('_')[2]}"
+    rows = {
+        f"final_{metric}": results.get(f"final_{metric}"),
+        best_key(metric): results.get(best_key(metric)),
+        f"{test} at best {metric}": (results.get("test_at_best") or {}).get(test),
+        f"final_{test}": results.get(f"final_{test}") if test != metric else None,
+    }
+    rows |= {
+        k: results.get(k) for k in ("final_train_loss", "steps", "train_time_s", "images_per_s")
+    }
+    return {k: v for k, v in rows.items() if v is not None}
