@@ -11,7 +11,16 @@ from typing import Any
 
 from optbench.config import is_bookkeeping
 from optbench.report.headline import Headline
-from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
+from optbench.report.runs import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    INTERRUPTED,
+    MALFORMED,
+    PRUNED,
+    Run,
+    headline_of,
+)
 
 SEED_KEY = "trainer.seed"
 # Settings that change where or how a run logs, not what it trains; never a group of their own
@@ -53,7 +62,7 @@ class Group:
     @property
     def headline(self) -> Headline:
         """The metric the group is ranked by: its runs' (one workload, one task)."""
-        return next((r.headline for r in self.runs if r.results), Headline())
+        return headline_of(self.runs)
 
     def with_status(self, *statuses: str) -> list[Run]:
         return [r for r in self.runs if r.status in statuses]
