@@ -8,7 +8,11 @@ A single process is a world of one, and every collective here is then a no-op.
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +65,49 @@ def init() -> World:
     from_slurm()
     world = launched()
     if world.distributed and not dist.is_initialized():
+        # Before the group exists: this module's functions take `group=group.WORLD` as a
+        # default argument, bound when it is imported. Imported later (DDP imports it, through
+        # torch._dynamo) they would hold the group for good, and `leave` could not end it.
+        importlib.import_module("torch.distributed.nn.functional")
+
         if torch.cuda.is_available() and dist.is_nccl_available():
             torch.cuda.set_device(world.local_rank)
             dist.init_process_group("cpu:gloo,cuda:nccl")
         else:
             dist.init_process_group("gloo")
+        atexit.register(leave)
     return world
+
+
+# How long `leave` may wait for the group's threads: a healthy rank needs milliseconds; one
+# that exits with a collective still in flight (after an error) is then ended by SIGALRM.
+LEAVE_TIMEOUT_S = 30
+
+
+def leave() -> None:
+    """End the process group and join its threads, while the interpreter is still whole.
+
+    Run at exit (registered by `init`): atexit handlers run before Python starts finalizing.
+    A gloo worker thread drops its own reference to a finished collective a moment after the
+    rank's `wait()` returned; if that reference is the last one to a tensor Python has
+    already let go of, the thread must take the GIL to free the tensor's Python object. Once
+    the interpreter is finalizing, taking the GIL ends the thread (`pthread_exit`), whose
+    unwinding through gloo's noexcept work destructor calls std::terminate: "terminate called
+    without an active exception", SIGABRT, exit 250 under the launcher, after a completed run.
+    Destroying the group joins those threads first (the GIL released, so a pending release
+    completes). See scripts/repro_gloo_abort.py for the same abort without optbench.
+    """
+    if not dist.is_initialized():
+        return
+    alarm = hasattr(signal, "alarm") and threading.current_thread() is threading.main_thread()
+    if alarm:  # default action: the process ends, 128 + SIGALRM
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(LEAVE_TIMEOUT_S)
+    try:
+        dist.destroy_process_group()
+    finally:
+        if alarm:
+            signal.alarm(0)
 
 
 def current() -> World:

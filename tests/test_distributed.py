@@ -18,6 +18,7 @@ import torch
 from conftest import FAST
 from helpers import compose_config, read_jsonl
 
+from optbench import distributed
 from optbench.commands.launch import gpu_block
 from optbench.data.batches import shard_slice
 from optbench.train import checkpoint
@@ -120,6 +121,35 @@ def test_a_nonfinite_step_stops_every_rank_with_one_diagnosis(two_rank_runs, tmp
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # both kept the last good state
 
 
+def test_the_ranks_end_their_group_and_its_threads_before_exit(two_rank_runs):
+    # torch's gloo workers must not outlive the interpreter: one that frees a tensor after
+    # Python began finalizing aborts the rank (scripts/repro_gloo_abort.py).
+    for rank in (0, 1):
+        threads_file = two_rank_runs / f"threads.rank{rank}.json"
+        if not threads_file.exists():
+            pytest.skip("no /proc/self/task here")
+        threads = json.loads(threads_file.read_text())
+        assert not [name for name in threads if "gloo" in name], threads
+
+
+def test_leave_without_a_group_does_nothing():
+    distributed.leave()  # a single process: no group, no alarm
+
+
+def test_leave_stuck_on_a_collective_ends_the_rank_after_its_timeout():
+    # A rank that exits with a collective in flight (after an error) must not hang on it.
+    script = (
+        "import time, torch.distributed as dist\n"
+        "from optbench import distributed\n"
+        "distributed.LEAVE_TIMEOUT_S = 1\n"
+        "dist.is_initialized = lambda: True\n"
+        "dist.destroy_process_group = lambda: time.sleep(60)\n"
+        "distributed.leave()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGALRM, done.stderr
+
+
 def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["optbench", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
@@ -217,3 +247,20 @@ def test_sweep_jobs_get_disjoint_blocks_of_gpus():
     assert gpu_block(None, 2, 8) is None  # a single run: every visible GPU
     assert [gpu_block(n, 2, 8) for n in range(5)] == ["0,1", "2,3", "4,5", "6,7", "0,1"]
     assert gpu_block(3, 4, 4) is None  # one block: the job's ranks take them all
+
+
+# The README's two-rank command (Several GPUs: one run over N processes).
+README_TWO_RANKS = ["train", "trainer.devices=2", "dataset=synthetic", "model=mlp",
+                    "trainer.epochs=2"]  # fmt: skip
+
+
+@pytest.mark.slow  # 10 two-rank launches: about 105 s on 2 cores
+def test_ten_two_rank_launches_all_complete(tmp_path):
+    # Before `distributed.leave`, 4 launches in 29 here ended with a rank aborting at exit
+    # ("terminate called without an active exception", exit 250) after a completed run.
+    for launch in range(10):
+        run_dir = tmp_path / f"run{launch}"
+        done = optbench(*README_TWO_RANKS, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert done.returncode == 0, f"launch {launch}: {done.stderr[-2000:]}"
+        assert "terminate called" not in done.stderr
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
