@@ -14,9 +14,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def require_int(value: Any, key: str, minimum: int) -> int:
+def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise UserError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{key} must be an integer <= {maximum}, got {value!r}")
     return int(value)
 
 

@@ -11,11 +11,14 @@ Under torchrun every rank runs the command: they take rank 0's run directory, an
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -101,12 +105,19 @@ def job_overrides(config_name: str, overrides: list[str], multirun: bool) -> lis
 # Less free space than this where a run would be written is refused before it starts: Hydra's
 # config save would otherwise fail half-way and leave a zero-byte .hydra/config.yaml.
 MIN_FREE_BYTES = 16 * 2**20
+NAME_MAX = 255  # bytes in one file or folder name, on Linux's file systems
 
 
 def check_output_location(directory: Path) -> None:
     """`directory` can be created and written: its nearest existing ancestor is a writable
     folder with room. A one-line UserError naming the path otherwise."""
     ancestor = directory.absolute()
+    too_long = [part for part in ancestor.parts if len(part.encode()) > NAME_MAX]
+    if too_long:
+        raise UserError(
+            f"cannot write the run to {directory}: the folder name {too_long[0][:40]}... is "
+            f"longer than {NAME_MAX} bytes"
+        )
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -128,22 +139,57 @@ def check_output_location(directory: Path) -> None:
 def _output_dir(config_name: str, job: list[str], multirun: bool) -> Path:
     cfg = compose(config_name, overrides=job, return_hydra_config=True)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    return Path(str(OmegaConf.select(cfg, key)))
+    name = str(OmegaConf.select(cfg, key) or "")
+    if not name.strip():
+        raise UserError(f"{key} is empty; name the folder to write to")
+    return Path(name)
+
+
+# The file a running trainer holds an flock on (optbench/train/run_lock.py).
+RUN_LOCK = "run.lock"
+
+
+def check_new_output(directory: Path, resuming: bool) -> None:
+    """A run or sweep goes into a new or empty folder, or (resuming) one no process is using:
+    nothing of an earlier run is overwritten, not even Hydra's .hydra/ files."""
+    if not directory.is_dir() or not any(directory.iterdir()):
+        return
+    lock = directory / RUN_LOCK
+    if lock.is_file():
+        with lock.open("rb") as held:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another process is running in {directory}") from None
+    if not resuming:
+        raise UserError(
+            f"{directory} already holds files; continue its run with trainer.resume=auto, "
+            "or write to a new folder"
+        )
 
 
 def preflight(
-    config_name: str, overrides: list[str], multirun: bool, check: Check
+    config_name: str, overrides: list[str], multirun: bool, check: Check, new_output: bool = True
 ) -> list[list[str]]:
-    """Compose and check every job and where it would be written; returns each job's overrides."""
+    """Compose and check every job and where it would be written (with `new_output`, also
+    that it overwrites nothing); returns each job's overrides and that folder."""
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
             jobs = job_overrides(config_name, overrides, multirun)
+            resuming = True
             for job in jobs:
-                check(compose(config_name, overrides=job))
-            check_output_location(_output_dir(config_name, jobs[0], multirun))
+                cfg = compose(config_name, overrides=job)
+                check(cfg)
+                resuming &= OmegaConf.select(cfg, "trainer.resume", default=None) is not None
+            directory = _output_dir(config_name, jobs[0], multirun)
+            check_output_location(directory)
+            if new_output:
+                check_new_output(directory, resuming)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
-    return jobs
+    except ValueError as err:  # Hydra's parser on an override such as `=5`
+        raise UserError(f"cannot read the overrides: {str(err).splitlines()[0]}") from None
+    return jobs, directory
 
 
 def quoted(value: object) -> str:
@@ -200,9 +246,17 @@ def run_hydra_command(
         # `--cfg job` only composes: a GPU preset's config must print on a CPU machine too;
         # the ranks `trainer.devices` starts were checked by the process that started them.
         checked = flags.cfg or os.environ.get(CHECKED_ENV)
-        jobs = preflight(
-            config_name, overrides, flags.multirun, _compose_only if checked else check
-        )
+        # The ranks of a run join the folder their rank 0 (or starting process) made.
+        jobs, directory = preflight(
+            config_name, overrides, flags.multirun, _compose_only if checked else check,
+            new_output=not checked and world.main,
+        )  # fmt: skip
+        # Written where it was checked (a ${now:...} in the name resolves once, here); the
+        # ranks of a distributed world take rank 0's folder (_rank_overrides).
+        key = "hydra.sweep.dir" if flags.multirun else "hydra.run.dir"
+        given = any(o.split("=", 1)[0].lstrip("+") == key for o in overrides)
+        if not given and not world.distributed:
+            overrides = [*overrides, f"{key}={quoted(directory)}"]
         if flags.cfg and flags.multirun:
             # Hydra prints one config, not a sweep's: show the first job's.
             args = [a for a in args if a not in ("-m", "--multirun")]
@@ -220,6 +274,15 @@ def run_hydra_command(
                 print(f"optbench {name}: error: {err}", file=sys.stderr)
                 remove_refused_job_dir(run_dir, Path(str(cfg.paths.output_dir)))
             sys.exit(2)
+        except (Exception, SystemExit) as err:
+            # In a sweep, a job that crashes is recorded and the others go on; a signal
+            # (exit 128 + N) still stops the sweep.
+            interrupted = isinstance(err, SystemExit) and (err.code or 0) > 128
+            if HydraConfig.get().mode != RunMode.MULTIRUN or interrupted:
+                raise
+            if world.main:
+                record_failure(name, run_dir, err)
+            return None
 
     if world.distributed:
         overrides = [*overrides, *_rank_overrides(config_name, overrides)]
@@ -230,5 +293,47 @@ def run_hydra_command(
     main = hydra.main(
         version_base=VERSION_BASE, config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name
     )
+    started = time.time()
     main(hydra_task)()
+    if flags.multirun and world.main and not any(getattr(flags, f) for f in _INFO_FLAGS):
+        failed = failed_jobs(directory, started)
+        if failed:
+            print(f"optbench {name}: {len(failed)} of {len(jobs)} jobs failed (status failed in "
+                  f"their results.json): {', '.join(map(str, failed))}", file=sys.stderr)  # fmt: skip
+            return FAILED_JOBS_EXIT_CODE
     return 0
+
+
+# A sweep some of whose jobs failed (2 is bad input, 3 a diverged single run).
+FAILED_JOBS_EXIT_CODE = 4
+FAILED = "failed"  # results.json's status of a job that crashed
+
+
+def record_failure(name: str, run_dir: Path, err: BaseException) -> None:
+    """A crashed sweep job: its traceback in the job's log, one line on stderr, and (unless
+    the run wrote its own) a results.json with status `failed` and the error."""
+    logging.getLogger("optbench").error("the job failed", exc_info=err)
+    reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    print(
+        f"optbench {name}: job in {run_dir} failed ({reason}); the sweep goes on", file=sys.stderr
+    )
+    results = run_dir / "results.json"
+    if not results.exists():
+        tmp = results.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"status": FAILED, "error": reason}, indent=2) + "\n")
+        os.replace(tmp, results)
+
+
+def failed_jobs(sweep_dir: Path, since: float) -> list[Path]:
+    """The job folders of `sweep_dir` whose results.json, written since `since`, says failed."""
+    failed = []
+    for path in sorted(sweep_dir.glob("*/results.json")):
+        try:
+            if (
+                path.stat().st_mtime >= since
+                and json.loads(path.read_text()).get("status") == FAILED
+            ):
+                failed.append(path.parent)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return failed

@@ -139,10 +139,15 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
         deadline = time.monotonic() + 120
         while not (run_dir / "run.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        second = optbench("train", *slow, cwd=tmp_path)
-        assert first.poll() is None  # the first was still training all along
-        assert second.returncode == 2
-        assert "is in use by pid" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        hydra_files = {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+        for extra in ([], ["trainer.resume=auto"]):  # a new run, or one that would resume
+            second = optbench("train", *slow, *extra, cwd=tmp_path)
+            assert first.poll() is None  # the first was still training all along
+            assert second.returncode == 2
+            assert second.stderr.strip().endswith(f"another process is running in {run_dir}")
+            assert len(second.stderr.strip().splitlines()) == 1
+        # Refused before Hydra wrote a thing: the first run's .hydra/ files are its own.
+        assert {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == hydra_files
     finally:
         first.terminate()
         first.wait(timeout=120)

@@ -74,7 +74,7 @@ def saved_config(run_dir: Path):
 
 @pytest.mark.parametrize(("name", "jobs"), PRESETS.items())
 def test_every_job_of_every_preset_composes_and_passes_the_run_checks(name, jobs):
-    assert len(preflight("train", [f"+experiment={name}"], True, check_train_config)) == jobs
+    assert len(preflight("train", [f"+experiment={name}"], True, check_train_config)[0]) == jobs
 
 
 def test_every_preset_file_is_checked_here():
@@ -85,9 +85,9 @@ def test_every_preset_file_is_checked_here():
 
 
 def test_the_amp_preset_composes_and_its_fp16_jobs_need_cuda():
-    assert len(preflight("train", ["+experiment=amp"], True, lambda cfg: None)) == 9
+    assert len(preflight("train", ["+experiment=amp"], True, lambda cfg: None)[0]) == 9
     cpu = ["+experiment=amp", "trainer.amp=none,bf16", "trainer.device=cpu"]
-    assert len(preflight("train", cpu, True, check_train_config)) == 6
+    assert len(preflight("train", cpu, True, check_train_config)[0]) == 6
     with pytest.raises(UserError, match=r"^trainer.amp=fp16 needs a CUDA device"):
         preflight("train", ["+experiment=amp", "trainer.device=cpu"], True, check_train_config)
 

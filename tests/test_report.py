@@ -14,8 +14,10 @@ import pytest
 import yaml
 from scipy import stats
 
+from optbench.cli import main
 from optbench.errors import UserError
 from optbench.report.baselines import baseline_method, compare_to_baseline
+from optbench.report.comparison import compare
 from optbench.report.groups import Group, group_runs, shown_keys, swept_keys
 from optbench.report.profiles import method_times, performance_profiles
 from optbench.report.runs import Run, load_runs
@@ -387,3 +389,155 @@ def test_a_malformed_results_file_is_flagged_and_never_averaged(sweep, tmp_path)
     # The group is still ranked by its readable seed's metric, val_acc.
     kept = results_of(run_dir(copy, "sgd", "cosine", 1))
     assert float(rows["sgd", "cosine"]["final_val_acc_mean"]) == kept["final_val_acc"]
+
+
+TINY_CLASSIFIER = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64",
+                   "model=mlp", "model.hidden=[16]", "trainer.epochs=1"]  # fmt: skip
+TINY_GPT = ["dataset=markov", "dataset.vocab_size=8", "dataset.length=6000", "dataset.block_size=16",
+            "model=gpt", "model.dim=16", "model.depth=1", "model.heads=2", "optimizer=adamw",
+            "trainer.batch_size=32", "trainer.epochs=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_tasks(tmp_path_factory) -> Path:
+    """A classifier's run (ranked by val_acc) and a language model's (val_loss), side by side."""
+    root = tmp_path_factory.mktemp("two_tasks")
+    for name, overrides in (("classifier", TINY_CLASSIFIER), ("gpt", TINY_GPT)):
+        out = optbench(
+            "train", *overrides, "trainer.device=cpu", "trainer.progress=false",
+            f"hydra.run.dir={root / name}", cwd=root,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    return root
+
+
+def table_under(markdown: str, title: str) -> list[str]:
+    """The Markdown table that follows the line `title` starts."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    table = []
+    for line in lines[start + 1 :]:
+        if table and not line.startswith("|"):
+            return table
+        if line.startswith("|"):
+            table.append(line)
+    return table
+
+
+def test_a_report_over_two_tasks_reports_each_group_with_its_own_metric(two_tasks, tmp_path):
+    gpt, classifier = results_of(two_tasks / "gpt"), results_of(two_tasks / "classifier")
+    assert (gpt["metric"], gpt["higher_is_better"]) == ("val_loss", False)
+    assert (classifier["metric"], classifier["higher_is_better"]) == ("val_acc", True)
+    out = optbench("report", str(two_tasks), "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # The terminal: one table per metric, each titled with it.
+    assert "2 runs, 2 groups; val loss (markov/gpt): 1 group" in out.stdout
+    assert "2 runs, 2 groups; val acc (synthetic/mlp): 1 group" in out.stdout
+    assert "markov/gpt: val_loss" in out.stdout and "synthetic/mlp: val_acc" in out.stdout
+
+    rows = {r["workload"]: r for r in read_csv(tmp_path / "r" / "report.csv")}
+    lm, cls = rows["markov/gpt"], rows["synthetic/mlp"]
+    assert (lm["metric"], cls["metric"]) == ("val_loss", "val_acc")
+    assert float(lm["final_val_loss_mean"]) == pytest.approx(gpt["final_val_loss"])
+    assert float(lm["best_val_loss_mean"]) == pytest.approx(gpt["best_val_loss"])
+    assert float(cls["final_val_acc_mean"]) == pytest.approx(classifier["final_val_acc"])
+    assert float(cls["best_val_acc_mean"]) == pytest.approx(classifier["best_val_acc"])
+    assert lm["final_val_acc_mean"] == cls["final_val_loss_mean"] == ""  # not the other's metric
+    runs = {r["workload"]: r for r in read_csv(tmp_path / "r" / "runs.csv")}
+    assert float(runs["markov/gpt"]["final_val_loss"]) == pytest.approx(gpt["final_val_loss"])
+    assert float(runs["synthetic/mlp"]["final_val_acc"]) == pytest.approx(classifier["final_val_acc"])  # fmt: skip
+
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    lm_table = table_under(markdown, "**val loss (markov/gpt): 1 group**")
+    cls_table = table_under(markdown, "**val acc (synthetic/mlp): 1 group**")
+    assert "| final val loss |" in lm_table[0] and "| final val acc % |" in cls_table[0]
+    assert f"| {gpt['final_val_loss']:.4f} |" in lm_table[2]
+    assert f"| {100 * classifier['final_val_acc']:.2f} |" in cls_table[2]
+    for figure in ("val_loss.png", "val_acc.png", "final.png"):
+        assert (tmp_path / "r" / figure).read_bytes().startswith(b"\x89PNG")
+        assert f"]({figure})" in markdown
+
+
+def task_run(root: Path, name: str, task: str, lr: float, final: float) -> None:
+    """A finished run of `task` (classification: val_acc; language_model: val_loss)."""
+    metric, higher = ("val_acc", True) if task == "classification" else ("val_loss", False)
+    dataset, model = ("synthetic", "mlp") if task == "classification" else ("markov", "gpt")
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"dataset": {"name": dataset, "task": task}, "model": {"name": model},
+              "optimizer": {"name": "adamw", "lr": lr}, "trainer": {"seed": 0}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    record = {"epoch": 1, "step": 10, "examples": 320, "train_time_s": 1.0, metric: final}
+    (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    results = {"schema": 2, "status": "completed", "task": task, "metric": metric,
+               "higher_is_better": higher, "seed": 0, "steps": 10, "planned_steps": 10,
+               "train_time_s": 1.0, f"final_{metric}": final, f"best_{metric}": final}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_sensitivity_over_two_tasks_reads_each_metric_its_own_way_up(tmp_path):
+    # The loss is lowest at the smallest LR, the accuracy highest at the largest.
+    losses = {0.001: 1.0, 0.01: 1.02, 0.1: 3.0}
+    accuracies = {0.001: 0.2, 0.01: 0.5, 0.1: 0.9}
+    for lr in losses:
+        task_run(tmp_path / "runs", f"lm_{lr}", "language_model", lr, losses[lr])
+        task_run(tmp_path / "runs", f"cls_{lr}", "classification", lr, accuracies[lr])
+    c = compare([tmp_path / "runs"], None, None, 0.01)
+    by_metric = {s.headline.metric: s for s in c.sensitivities}
+    assert set(by_metric) == {"val_loss", "val_acc"}
+    (lm,), (cls,) = by_metric["val_loss"].curves, by_metric["val_acc"].curves
+    assert (lm.workload, lm.best.value, lm.region) == ("markov/gpt", 0.001, (0.001, 0.01))
+    assert (cls.workload, cls.best.value, cls.region) == ("synthetic/mlp", 0.1, (0.1, 0.1))
+    figures = {s.figure for s in c.sensitivities}
+    assert figures == {"sensitivity_optimizer.lr_val_loss.png", "sensitivity_optimizer.lr_val_acc.png"}  # fmt: skip
+
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert all((out / figure).read_bytes().startswith(b"\x89PNG") for figure in figures)
+    rows = {(r["metric"], r["value"]): r for r in read_csv(out / "sensitivity.csv")}
+    assert rows["final_val_loss", "0.001"]["best"] == rows["final_val_acc", "0.1"]["best"] == "True"
+    assert "### optimizer.lr, val loss" in (out / "report.md").read_text()
+
+
+def test_unreadable_runs_are_listed_with_the_reason_and_never_averaged(sweep, tmp_path):
+    copy = copy_of(sweep, tmp_path / "sweep")
+    (run_dir(copy, "sgd", "cosine", 0) / "results.json").write_text("[1, 2]")
+    (run_dir(copy, "sgd", "constant", 0) / "config.yaml").write_text("optimizer: [sgd,\n")
+    metrics = run_dir(copy, "adamw", "cosine", 0) / "metrics.jsonl"
+    first, *rest = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join([first, "{not json}\n", *rest]))
+    cut = run_dir(copy, "adamw", "constant", 0) / "metrics.jsonl"
+    cut.write_text(cut.read_text() + '{"epoch": 4, "val_')  # half a last line: left out
+    crashed = run_dir(copy, "adamw", "constant", 1) / "results.json"
+    crashed.write_text(json.dumps({"status": "failed", "error": "RuntimeError: out of memory"}))
+
+    out = optbench("report", str(copy), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "malformed results.json (not a JSON object)" in out.stdout
+    assert "malformed config.yaml (not valid YAML: " in out.stdout
+    assert "malformed metrics.jsonl (line 2 is not valid JSON)" in out.stdout
+    assert "failed (RuntimeError: out of memory)" in out.stdout
+    rows = {(r["optimizer.name"], r["scheduler.name"]): r for r in read_csv(tmp_path / "out" / "report.csv")}  # fmt: skip
+    for key in (("sgd", "cosine"), ("sgd", "constant"), ("adamw", "cosine")):
+        assert (rows[key]["runs"], rows[key]["completed"], rows[key]["malformed"]) == (
+            "2",
+            "1",
+            "1",
+        )
+    kept = results_of(run_dir(copy, "sgd", "cosine", 1))
+    assert float(rows["sgd", "cosine"]["final_val_acc_mean"]) == kept["final_val_acc"]
+    adamw = rows["adamw", "constant"]
+    assert (adamw["completed"], adamw["failed_unfinished"], adamw["malformed"]) == ("1", "1", "0")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "malformed metrics.jsonl (line 2 is not valid JSON)" in markdown
+
+
+def test_a_search_or_tuning_summary_that_cannot_be_read_is_named_not_shown(sweep, tmp_path):
+    copy = copy_of(sweep, tmp_path / "sweep")
+    (copy / "search.json").write_text('{"n_finished": ')
+    (copy / "tuning.json").write_text(json.dumps({"studies": 3, "optimizers": {"adam": {}}}))
+    out = optbench("report", str(copy), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert f"`{copy / 'search.json'}`: not valid JSON (Expecting value" in markdown
+    assert f"`{copy / 'tuning.json'}`: not a tuning summary, not shown." in markdown

@@ -17,9 +17,11 @@ from conftest import FAST
 from optuna.trial import TrialState
 
 from optbench.cli import main
+from optbench.errors import UserError
 from optbench.report.comparison import compare
 from optbench.report.runs import PRUNED
 from optbench.report.tables import groups_csv
+from optbench.studies.optuna_study import check_storage, open_storage
 from optbench.train.trainer import train
 
 # Only the LR is searched, log-uniform over seven decades: the top two diverge or stall.
@@ -160,3 +162,54 @@ def test_any_storage_url_and_the_journal_file_hold_the_study(tmp_path, url):
         storage = optuna.storages.JournalStorage(backend)
     study = optuna.load_study(study_name="search", storage=storage)
     assert len(study.trials) == 2 and not (sweep / "optuna.db").exists()
+
+
+def test_a_storage_may_be_in_the_sweep_dir_the_search_makes_but_in_no_other_missing_folder(
+    tmp_path,
+):
+    sweep = tmp_path / "search"
+    for url in (f"journal:{sweep}/journal.log", f"sqlite:///{sweep}/other.db"):
+        check_storage(url, "search.storage", sweep)  # the search makes the sweep dir first
+        with pytest.raises(UserError, match=r"does not exist .*; create it first$"):
+            check_storage(url.replace(str(sweep), str(tmp_path / "other")), "search.storage", sweep)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_database_server_is_asked_once_with_a_short_timeout(monkeypatch):
+    from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+    from sqlalchemy.exc import OperationalError
+
+    from optbench.studies import optuna_study
+
+    monkeypatch.setattr(PGDialect_psycopg2, "import_dbapi", classmethod(lambda cls: object()))
+    asked: dict = {}
+
+    class Refused:
+        def connect(self):
+            refused = Exception("connection to server failed: Connection refused\n\tIs it up?")
+            raise OperationalError("SELECT 1", {}, refused)
+
+        def dispose(self):
+            asked["disposed"] = True
+
+    def create_engine(url, **kwargs):
+        asked.update(kwargs, url=url.render_as_string(hide_password=False))
+        return Refused()
+
+    monkeypatch.setattr(optuna_study, "create_engine", create_engine)
+    url = "postgresql+psycopg2://u:secret@db.example/optuna"
+    with pytest.raises(UserError) as refused:
+        check_storage(url, "search.storage")
+    assert str(refused.value) == (
+        "search.storage: cannot connect to postgresql+psycopg2://u:***@db.example/optuna: "
+        "connection to server failed: Connection refused"
+    )
+    assert asked["url"] == url and asked["connect_args"] == {"connect_timeout": 10}
+    assert asked["disposed"]
+
+
+def test_a_storage_spoilt_after_the_check_is_one_line_when_opened(tmp_path):
+    spoilt = tmp_path / "optuna.db"
+    spoilt.write_text("not a database any more\n")
+    with pytest.raises(UserError, match=r"^cannot open the study storage sqlite:///.*optuna.db: "):
+        open_storage(f"sqlite:///{spoilt}")

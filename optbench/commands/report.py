@@ -15,10 +15,13 @@ from optbench.report.comparison import Comparison, compare
 from optbench.report.document import (
     FINAL_PLOT,
     PROFILE_PLOT,
+    final_label,
+    headlines,
     left_out,
     not_compared,
     report_markdown,
     schema_note,
+    section_title,
     target_heading,
     target_notes,
     target_rule,
@@ -27,6 +30,7 @@ from optbench.report.document import (
 from optbench.report.document import plots as figures
 from optbench.report.profiles import SECONDS, TIME_UNITS
 from optbench.report.sensitivity import DEFAULT_TOLERANCE
+from optbench.report.summary import Summary, by_headline
 from optbench.report.tables import (
     cells_to_rich,
     groups_csv,
@@ -148,11 +152,15 @@ def print_table(table: Table) -> None:
 
 
 def print_comparison(c: Comparison) -> None:
-    print_table(
-        rich_table(
-            c.summaries, c.shown, f"optbench report: {len(c.runs)} runs, {len(c.summaries)} groups"
-        )
-    )
+    title = f"optbench report: {len(c.runs)} runs, {len(c.summaries)} groups"
+    sections = by_headline(c.summaries)
+    if len(sections) == 1:
+        print_table(rich_table(c.summaries, c.shown, title))
+    else:  # groups of several tasks: each table in its own metric
+        for headline, members in sections.items():
+            print_table(
+                rich_table(members, c.shown, f"{title}; {section_title(headline, members)}")
+            )
     # Paths hold brackets and commas: no markup, no highlighting, no hard line breaks.
     plain = {"markup": False, "highlight": False, "soft_wrap": True}
     for line in schema_note(c):
@@ -187,18 +195,23 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     # matplotlib and TensorBoard load only once the runs are read: mistakes stay fast.
     from optbench.report import plots
 
+    # Composed before any file is written: a sweep's summary that cannot be shown is a line
+    # in it, and nothing here may leave a half-written report behind.
+    markdown = report_markdown(c) + report_section(c.roots, out)
     atomic_write_text(out / "report.csv", groups_csv(c.summaries, c.swept, c.against))
     atomic_write_text(out / "runs.csv", runs_csv(c.summaries, c.swept))
-    headline = c.summaries[0].headline
-    words, (_, scale) = headline.metric.replace("_", " "), headline.shown
-    label = words + (" (%)" if headline.percent else "")
-    plots.plot_epoch_curves(
-        c.summaries, headline.metric, label, out / f"{headline.metric}.png", scale
-    )
+    # Each main metric's curves, over the groups ranked by it.
+    metrics: dict[str, list[Summary]] = {}
+    for headline, members in by_headline(c.summaries).items():
+        metrics.setdefault(headline.metric, []).extend(members)
+    for metric, members in metrics.items():
+        headline = members[0].headline
+        label = metric.replace("_", " ") + (" (%)" if headline.percent else "")
+        plots.plot_epoch_curves(members, metric, label, out / f"{metric}.png", headline.shown[1])
     plots.plot_epoch_curves(c.summaries, "train_loss", "training loss", out / "train_loss.png")
     plots.plot_lr(c.summaries, out / "lr.png")
-    plots.plot_final(c.summaries, out / FINAL_PLOT)
-    written = ["report.md", "report.csv", "runs.csv", *figures(headline)]
+    plots.plot_final(c.summaries, out / FINAL_PLOT, final_label(headlines(c)))
+    written = ["report.md", "report.csv", "runs.csv", *figures(headlines(c))]
     if c.scoring is not None:
         atomic_write_text(out / "scores.csv", scores_csv(c.scoring))
         written.append("scores.csv")
@@ -211,7 +224,7 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     for s in c.sensitivities:
         plots.plot_sensitivity(s, out / s.figure)
         written.append(s.figure)
-    atomic_write_text(out / "report.md", report_markdown(c) + report_section(c.roots, out))
+    atomic_write_text(out / "report.md", markdown)
     return written
 
 

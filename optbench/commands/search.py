@@ -30,14 +30,15 @@ from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
 from optbench.studies.optuna_study import (
     FINISHED,
-    JOURNAL_PREFIX,
     SearchSettings,
+    check_storage,
     count,
     open_study,
     read_settings,
     reclaim_running,
     work,
 )
+from optbench.studies.search_space import GROUP_KEY, SearchSpace
 from optbench.studies.search_summary import write_summary
 from optbench.studies.search_trial import (
     CONFIG_NAME,
@@ -76,22 +77,34 @@ def prepare(overrides: list[str]) -> Search:
             cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
             block = OmegaConf.to_container(cfg.search, resolve=True) if "search" in cfg else None
             sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
-        settings = read_settings(block)
+        settings = read_settings(block, sweep_dir)
         default_optimizer = str(cfg.optimizer.name)
+        check_samples_something(settings.space, default_optimizer)
         check_sampled_keys(parsed, settings.space, default_optimizer)
         maximize = check_trials(settings.space, overrides, default_optimizer)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
     check_output_location(sweep_dir)
     url = settings.storage_url(sweep_dir)
-    if url.startswith(JOURNAL_PREFIX):
-        check_output_location(Path(url[len(JOURNAL_PREFIX) :]).parent)
+    if settings.storage is None:  # a sweep dir to resume: its optuna.db must be a database
+        check_storage(url, "hydra.sweep.dir", sweep_dir)
     # The workers must share one folder: a ${now:...} in it is resolved here, once.
     pinned = [o for o in overrides if o.split("=")[0].lstrip("+~") not in _WORKER_KEYS]
     if "'" in str(sweep_dir) or "\\" in str(sweep_dir):
         raise UserError(f"the sweep dir must not hold quotes or backslashes: {sweep_dir}")
     pinned.append(f"hydra.sweep.dir='{sweep_dir}'")
     return Search(settings, pinned, sweep_dir, url, maximize, default_optimizer)
+
+
+def check_samples_something(space: SearchSpace, default_optimizer: str) -> None:
+    """A search that samples nothing would train one setting n_trials times."""
+    optimizers = space.optimizers(default_optimizer)
+    sampled = {d.key for name in optimizers for d in space.dimensions(name)} - {GROUP_KEY}
+    if not sampled and len(set(optimizers)) < 2:
+        raise UserError(
+            "search.space holds nothing to sample; give a dimension, e.g. "
+            "'search.space.optimizer.lr={type: float, low: 1.0e-5, high: 1.0e-1, log: true}'"
+        )
 
 
 def search(s: Search) -> optuna.Study:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from optbench.checks import is_number, require_int, require_positive
 from optbench.errors import UserError
+from optbench.run.schema import typed_toy
 from optbench.toy.functions import ToyFunction, toy_function
 from optbench.toy.plot import animate_trajectories, plot_trajectories
 from optbench.toy.trajectories import (
@@ -98,6 +99,7 @@ def planned_lrs(cfg: DictConfig, function: ToyFunction) -> dict[str, tuple[float
 
 def check_toy_config(cfg: DictConfig) -> None:
     """Raise a one-line UserError for anything in `cfg` that would fail or mislead the run."""
+    cfg = typed_toy(cfg)
     function = toy_function(cfg.function)
     lrs = planned_lrs(cfg, function)
     require_int(cfg.steps, "steps", 1)
@@ -179,6 +181,7 @@ def _table(cfg: DictConfig, summaries: list[dict[str, Any]], run_dir: Path) -> T
 def run_toy(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
     """Run every optimizer of `cfg`, write the run's files into `run_dir`, return the summaries."""
     check_toy_config(cfg)
+    cfg = typed_toy(cfg)
     function = toy_function(cfg.function)
     run = ToyRun(function, cfg.steps, _start(cfg, function), cfg.impl, float(cfg.bound), cfg.seed)
     trajectories = [

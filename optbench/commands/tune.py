@@ -44,7 +44,13 @@ from optbench.checks import require_int
 from optbench.errors import UserError
 from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
 from optbench.report.profiles import geometric_mean_speedup, profile_scores
-from optbench.studies.optuna_study import PRUNERS, open_storage, reclaim_running, work
+from optbench.studies.optuna_study import (
+    PRUNERS,
+    check_storage,
+    open_storage,
+    reclaim_running,
+    work,
+)
 from optbench.studies.search_outputs import TUNING_NAME
 from optbench.studies.search_space import SearchSpace
 from optbench.studies.search_summary import trial_row
@@ -123,13 +129,15 @@ def prepare(overrides: list[str]) -> Tuning:
             root = Path(str(cfg.hydra.sweep.dir)).resolve()
             epochs = require_int(cfg.trainer.epochs, "trainer.epochs", 1)
             workload = f"{cfg.dataset.name}/{cfg.model.name}"
-        settings = read_settings(block)
+        settings = read_settings(block, root)
         check_owned_keys(parsed, settings)
         if "'" in str(root) or "\\" in str(root):
             raise UserError(f"the sweep dir must not hold quotes or backslashes: {root}")
         # Every run pins the sweep dir: a ${now:...} in it is resolved here, once.
         pinned = [o.input_line for o in parsed if o.key_or_group != "hydra.sweep.dir"]
         url = settings.storage or f"sqlite:///{root / 'optuna.db'}"
+        if settings.storage is None:  # a resumed sweep dir's own database
+            check_storage(url, "hydra.sweep.dir", root)
         t = Tuning(
             settings, [*pinned, f"hydra.sweep.dir='{root}'"], root, url, True, epochs, workload
         )

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from optbench.checks import require_int
-from optbench.data import text
+from optbench.checks import is_number, require_int
+from optbench.data import schemas, text
 from optbench.data.batches import DeviceBatches, Shard
 from optbench.data.idx import read_idx
 from optbench.data.info import DatasetInfo, ImageSplit
@@ -65,6 +65,7 @@ class DatasetSource:
     # The last val_size images `load` returns were drawn for validation (synthetic data);
     # otherwise `dataset.split_seed` chooses which training images are held out.
     draws_val: bool = False
+    schema: type = schemas.ImagesConfig  # its config's keys and types
 
 
 def _cifar10_info(cfg: DictConfig) -> DatasetInfo:
@@ -172,6 +173,9 @@ def _synthetic_info(cfg: DictConfig) -> DatasetInfo:
         raise UserError(f"dataset.num_classes must be at least 2, got {cfg.num_classes}")
     if cfg.train_size < 1 or cfg.test_size < 1:
         raise UserError("dataset.train_size and dataset.test_size must be at least 1")
+    for key in ("separation", "noise"):
+        if not (is_number(cfg[key]) and cfg[key] >= 0):
+            raise UserError(f"dataset.{key} must be a number >= 0, got {cfg[key]!r}")
     # The pool the validation split is held out from: train_size images are left to train on.
     val_size = require_int(cfg.val_size, "dataset.val_size", 0)
     return DatasetInfo(shape, cfg.num_classes, cfg.train_size + val_size, cfg.test_size)
@@ -211,14 +215,25 @@ def _load_synthetic(cfg: DictConfig) -> tuple[ImageSplit, ImageSplit]:
 
 DATASETS: dict[str, DatasetSource] = {
     "cifar10": DatasetSource(
-        _cifar10_info, _load_cifar10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)
+        _cifar10_info,
+        _load_cifar10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        schema=schemas.Cifar10Config,
     ),
     "fashion_mnist": DatasetSource(
-        _fashion_mnist_info, _load_fashion_mnist, mean=(0.2860,), std=(0.3530,)
+        _fashion_mnist_info,
+        _load_fashion_mnist,
+        mean=(0.2860,),
+        std=(0.3530,),
+        schema=schemas.FashionMnistConfig,
     ),
-    "synthetic": DatasetSource(_synthetic_info, _load_synthetic, draws_val=True),
+    "synthetic": DatasetSource(
+        _synthetic_info, _load_synthetic, draws_val=True, schema=schemas.SyntheticConfig
+    ),
     **{
-        name: DatasetSource(text.text_info, None, load_text=text.load_text) for name in text.SOURCES
+        name: DatasetSource(text.text_info, None, load_text=text.load_text, schema=schema)
+        for name, schema in text.SCHEMAS.items()
     },
 }
 
@@ -238,6 +253,8 @@ def dataset_info(cfg: DictConfig) -> DatasetInfo:
         info = _without_val(info, cfg)
         if not source.draws_val:
             require_int(cfg.split_seed, "dataset.split_seed", 0)
+    if "augment" in cfg:
+        require_int(cfg.augment.crop_padding, "dataset.augment.crop_padding", 0)
     flip = OmegaConf.select(cfg, "augment.flip", default=False)
     if flip not in (True, False, "alternate"):
         raise UserError(f"dataset.augment.flip must be true, false or alternate, got {flip!r}")

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from optbench.checks import require_fraction, require_int
+from optbench.data import schemas
 from optbench.data.batches import Batch, Shard, shard_slice
 from optbench.data.info import DatasetInfo
 from optbench.errors import UserError
@@ -143,6 +144,12 @@ SOURCES: dict[str, Callable[[DictConfig], torch.Tensor]] = {
     "tiny_shakespeare": _tiny_shakespeare,
     "fortunes": _fortunes,
     "markov": _markov,
+}
+SCHEMAS = {
+    "text": schemas.TextFileConfig,
+    "tiny_shakespeare": schemas.TinyShakespeareConfig,
+    "fortunes": schemas.FortunesConfig,
+    "markov": schemas.MarkovConfig,
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from optbench.checks import require_int, require_positive
 from optbench.data import DatasetInfo
 from optbench.errors import UserError
+from optbench.models import schemas
 from optbench.models.airbench import Airbench94
 from optbench.models.fastcnn import FastCNN
 from optbench.models.gpt import GPT
@@ -38,6 +39,7 @@ def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, .
 class ModelEntry:
     description: str
     build: Callable[[DictConfig, DatasetInfo], nn.Module]
+    schema: type  # its config's keys and types (optbench/models/schemas.py)
     inputs: str = "images"  # images (C, H, W) | tokens (block_size,)
 
 
@@ -59,12 +61,14 @@ MODELS: dict[str, ModelEntry] = {
         lambda cfg, info: ResNet18(
             info.shape[0], info.num_classes, width=require_int(cfg.width, "model.width", 1)
         ),
+        schemas.ResNet18Config,
     ),
     "fastcnn": ModelEntry(
         "airbench94-style 8-layer CNN (2x2 stem, three conv groups, scaled linear head)",
         lambda cfg, info: FastCNN(
             info.shape[0], info.num_classes, widths=widths(cfg.widths, "model.widths", exactly=3)
         ),
+        schemas.FastCNNConfig,
     ),
     "airbench94": ModelEntry(
         "airbench94: fastcnn with a frozen patch-whitening stem, frozen BN scales, Dirac init",
@@ -78,6 +82,7 @@ MODELS: dict[str, ModelEntry] = {
             logit_divisor=require_positive(cfg.get("logit_divisor", 9), "model.logit_divisor"),
             head_std=_optional_positive(cfg.get("head_std"), "model.head_std"),
         ),
+        schemas.Airbench94Config,
     ),
     "vit": ModelEntry(
         "Vision Transformer: patch embedding, class token or mean pool, pre-norm blocks",
@@ -89,9 +94,10 @@ MODELS: dict[str, ModelEntry] = {
             dim=require_int(cfg.dim, "model.dim", 1),
             depth=require_int(cfg.depth, "model.depth", 1),
             heads=require_int(cfg.heads, "model.heads", 1),
-            mlp_ratio=cfg.mlp_ratio,
+            mlp_ratio=require_positive(cfg.mlp_ratio, "model.mlp_ratio"),
             pool=cfg.pool,
         ),
+        schemas.ViTConfig,
     ),
     "gpt": ModelEntry(
         "small GPT language model (nanoGPT's shape): causal pre-norm blocks, tied head",
@@ -101,9 +107,10 @@ MODELS: dict[str, ModelEntry] = {
             dim=require_int(cfg.dim, "model.dim", 1),
             depth=require_int(cfg.depth, "model.depth", 1),
             heads=require_int(cfg.heads, "model.heads", 1),
-            mlp_ratio=cfg.mlp_ratio,
+            mlp_ratio=require_positive(cfg.mlp_ratio, "model.mlp_ratio"),
             tied=cfg.tied,
         ),
+        schemas.GPTConfig,
         inputs="tokens",
     ),
     "mlp": ModelEntry(
@@ -111,6 +118,7 @@ MODELS: dict[str, ModelEntry] = {
         lambda cfg, info: MLP(
             math.prod(info.shape), info.num_classes, hidden=widths(cfg.hidden, "model.hidden")
         ),
+        schemas.MLPConfig,
     ),
 }
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_optimizer.base.exception import NegativeLRError, NegativeStepError
 from torch import nn
 
 from optbench.checks import is_number
@@ -29,6 +30,10 @@ BUILDER_KEYS = {
     "optbench.optim.muon_sgd.build_muon_sgd": "optbench.optim.muon_sgd.BUILDER_KEYS",
     "optbench.optim.lookahead.build_lookahead": "optbench.optim.factory.LOOKAHEAD_KEYS",
 }
+
+
+# What pytorch-optimizer's constructors raise for an argument they refuse (not ValueErrors).
+LIBRARY_ARGUMENT_ERRORS = (NegativeLRError, NegativeStepError)
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -229,5 +234,5 @@ def optimizer_from_groups(
         hparams.setdefault("fused", True)
     try:
         return cls(groups, **hparams)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"optimizer={info.name}: {err}") from None
+    except (ValueError, TypeError, *LIBRARY_ARGUMENT_ERRORS) as err:
+        raise UserError(f"optimizer={info.name}: {str(err).strip().splitlines()[0]}") from None

@@ -10,7 +10,7 @@ from optbench.errors import UserError
 from optbench.report.baselines import BaselineComparison, compare_to_baseline
 from optbench.report.groups import group_runs, shown_keys, swept_keys
 from optbench.report.profiles import SECONDS, Scoring, score_methods
-from optbench.report.runs import Run, headline_of, load_runs
+from optbench.report.runs import Run, load_runs
 from optbench.report.sensitivity import DEFAULT_TOLERANCE, Sensitivity, sensitivities
 from optbench.report.summary import Summary, summarize
 from optbench.report.targets import workload_targets
@@ -52,7 +52,7 @@ def compare(
     swept = swept_keys(runs)
     shown = shown_keys(runs, swept)
     groups = group_runs(runs, swept, shown)
-    if target is not None and target > 1 and any(headline_of(g.runs).percent for g in groups):
+    if target is not None and target > 1 and any(g.headline.percent for g in groups):
         raise UserError(f"--target {target:g}: an accuracy target is a fraction in (0, 1], not a %")
     targets = workload_targets(groups, target)
     summaries = [summarize(g, targets[g.workload]) for g in groups]

@@ -13,7 +13,7 @@ from optbench.report.profiles import TAU_MAX, Scoring
 from optbench.report.runs import COMPLETED, DIVERGED, FAILED, INTERRUPTED, MALFORMED, PRUNED, Run
 from optbench.report.seed_statistics import MAX_SEEDS
 from optbench.report.sensitivity import Sensitivity
-from optbench.report.summary import Summary
+from optbench.report.summary import Summary, by_headline
 from optbench.report.tables import (
     cells_to_markdown,
     markdown_contrast_table,
@@ -23,17 +23,37 @@ from optbench.report.tables import (
     sensitivity_title,
 )
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
-from optbench.tracking.results import malformed
 
 
-def plots(headline: Headline) -> dict[str, str]:
-    """The report's figures: file name -> title (the main metric's named after it)."""
-    return {
-        f"{headline.metric}.png": f"{headline.metric.replace('_', ' ').capitalize()} per epoch",
+def plots(headlines: list[Headline]) -> dict[str, str]:
+    """The report's figures: file name -> title; the main metric's curves named after it, one
+    figure per metric when groups are ranked by several (two tasks)."""
+    curves = {
+        f"{h.metric}.png": f"{h.metric.replace('_', ' ').capitalize()} per epoch" for h in headlines
+    }
+    return curves | {
         "train_loss.png": "Training loss per epoch",
         "lr.png": "Learning rate per step",
-        FINAL_PLOT: headline.label("final").capitalize(),
+        FINAL_PLOT: final_label(headlines).capitalize(),
     }
+
+
+def final_label(headlines: list[Headline]) -> str:
+    """`final val acc %`; `final value of the main metric` for groups ranked by several."""
+    labels = list(dict.fromkeys(h.label("final") for h in headlines))
+    return labels[0] if len(labels) == 1 else "final value of the main metric"
+
+
+def headlines(c: Comparison) -> list[Headline]:
+    """The metrics the groups are ranked by, in order; one (test acc) for no group."""
+    return list(by_headline(c.summaries)) or [Headline()]
+
+
+def section_title(headline: Headline, members: list[Summary]) -> str:
+    """What one of several tables holds: `val loss (markov/gpt): 6 groups`."""
+    workloads = ", ".join(dict.fromkeys(s.group.workload for s in members))
+    groups = "1 group" if len(members) == 1 else f"{len(members)} groups"
+    return f"{headline.metric.replace('_', ' ')} ({workloads}): {groups}"
 
 
 FINAL_PLOT = "final.png"
@@ -48,7 +68,10 @@ def tensorboard_command(c: Comparison) -> str:
 def target_rule(c: Comparison) -> str:
     if c.explicit_target:
         return "--target"
-    headline = c.summaries[0].headline if c.summaries else Headline()
+    return "; ".join(_default_rule(h) for h in headlines(c))
+
+
+def _default_rule(headline: Headline) -> str:
     words = headline.metric.replace("_", " ")
     if headline.higher_is_better:
         return f"{DEFAULT_TARGET_FRACTION:g} x the best {words} any completed run reached on the workload"
@@ -120,6 +143,8 @@ difference never is).
 
 
 def _why(run: Run) -> str:
+    if run.status == FAILED and run.job_failed:
+        return f"failed ({run.result('error') or 'the job crashed'})"
     if run.status == FAILED:
         return "failed/unfinished (no results.json)"
     if run.status == DIVERGED:
@@ -128,7 +153,7 @@ def _why(run: Run) -> str:
         at = "" if step is None else f" at step {step}"
         return f"diverged{at}" + ("" if epoch is None else f" (epoch {epoch + 1})")
     if run.status == MALFORMED:
-        return f"malformed results.json ({malformed(run.results)})"
+        return f"malformed {run.problem}"
     if run.status == INTERRUPTED:
         return f"interrupted after {run.result('epochs')} of {run.result('planned_epochs')} epochs"
     if run.status == PRUNED:
@@ -197,12 +222,24 @@ def sensitivity_markdown(sensitivities: list[Sensitivity]) -> list[str]:
     parts = [SENSITIVITY]
     for s in sensitivities:
         parts += [
-            f"### {s.key}\n",
+            f"### {s.title}\n",
             sensitivity_title(s) + ".\n",
             cells_to_markdown(*sensitivity_cells(s)),
-            f"![Sensitivity to {s.key}]({s.figure})\n",
+            f"![Sensitivity to {s.title}]({s.figure})\n",
         ]
     return parts
+
+
+def main_tables(c: Comparison) -> list[str]:
+    """The groups' table; one per metric, each under its title, for groups ranked by several."""
+    sections = by_headline(c.summaries)
+    if len(sections) <= 1:
+        return [markdown_table(c.summaries, c.shown)]
+    return [
+        part
+        for headline, members in sections.items()
+        for part in (f"**{section_title(headline, members)}**\n", markdown_table(members, c.shown))
+    ]
 
 
 def report_markdown(c: Comparison) -> str:
@@ -227,7 +264,7 @@ def report_markdown(c: Comparison) -> str:
         f"{target_heading(c).capitalize()} per workload ({target_rule(c)}):\n",
         *(f"- {line}" for line in target_notes(c)),
         "",
-        markdown_table(c.summaries, c.shown),
+        *main_tables(c),
         f"## Against the baseline: {c.against.method}\n",
         f"Significance level α = {c.against.alpha:g} (`--alpha`), baseline chosen with "
         "`--baseline` (default: the first group).\n",
@@ -241,7 +278,7 @@ def report_markdown(c: Comparison) -> str:
             *(f"- {why}: `{path}`" for why, path in missing),
             "",
         ]
-    figures = plots(c.summaries[0].headline if c.summaries else Headline()).items()
+    figures = plots(headlines(c)).items()
     parts += ["## Figures\n", *(f"![{title}]({name})\n" for name, title in figures)]
     parts.append("## Scores: time to target across methods\n")
     if c.scoring is None:

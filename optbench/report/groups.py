@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from optbench.report.runs import (
     MALFORMED,
     PRUNED,
     Run,
-    headline_of,
+    known_headline,
 )
 
 SEED_KEY = "trainer.seed"
@@ -58,11 +59,14 @@ class Group:
     runs: list[Run]
     workload: str  # "synthetic/mlp"
     method: str  # "optimizer=sgd, scheduler=cosine"
+    # The metric of the group's workload, for a group none of whose runs tells its own (all
+    # failed): it is shown beside the workload's other groups.
+    workload_headline: Headline | None = None
 
     @property
     def headline(self) -> Headline:
         """The metric the group is ranked by: its runs' (one workload, one task)."""
-        return headline_of(self.runs)
+        return known_headline(self.runs) or self.workload_headline or Headline()
 
     def with_status(self, *statuses: str) -> list[Run]:
         return [r for r in self.runs if r.status in statuses]
@@ -134,15 +138,29 @@ def describe(values: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{short_key(k)}={show_value(values[k])}" for k in keys)
 
 
+def _place(run: Run, swept: list[str], keys: list[tuple]) -> tuple:
+    """The group of a run without its config: the only one whose swept values agree with every
+    setting the run knows; its own values (None where unknown) if none or several do."""
+    known = [(i, run.config[k]) for i, k in enumerate(swept) if k in run.config]
+    matches = [key for key in keys if all(key[i] == value for i, value in known)]
+    return matches[0] if len(matches) == 1 else tuple(run.config.get(k) for k in swept)
+
+
 def _sort_key(values: tuple[Any, ...]) -> tuple:
     return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in values)
 
 
 def group_runs(runs: list[Run], swept: list[str], shown: list[str]) -> list[Group]:
-    """One group per combination of swept values, sorted by those values."""
+    """One group per combination of swept values, sorted by those values. A run whose config
+    could not be read knows only results.json's few settings: it joins the one group they
+    match, else a group of its own."""
     by_values: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_values.setdefault(tuple(run.config.get(k) for k in swept), []).append(run)
+        if run.has_config:
+            by_values.setdefault(tuple(run.config.get(k) for k in swept), []).append(run)
+    for run in runs:
+        if not run.has_config:
+            by_values.setdefault(_place(run, swept, list(by_values)), []).append(run)
     workload_keys = [k for k in shown if k.split(".")[0] in WORKLOAD_SECTIONS]
     method_keys = [k for k in shown if k not in workload_keys]
     groups = []
@@ -156,4 +174,11 @@ def group_runs(runs: list[Run], swept: list[str], shown: list[str]) -> list[Grou
         groups.append(
             Group(values, by_values[key], workload, describe(values, method_keys) or "all runs")
         )
-    return groups
+    # A workload's metric: its first group's that tells one; else the first any group tells.
+    known = [(g.workload, h) for g in groups if (h := known_headline(g.runs)) is not None]
+    workloads = dict(reversed(known))
+    fallback = known[0][1] if known else None
+    return [
+        dataclasses.replace(g, workload_headline=workloads.get(g.workload, fallback))
+        for g in groups
+    ]

@@ -118,6 +118,14 @@ def _lr_curve(run: Run) -> tuple[str, list[int], list[float]] | None:
     return group, [e.step for e in scalars], [e.value for e in scalars]
 
 
+def _seed_order(run: Run) -> tuple[bool, float, str]:
+    """The first seed: the lowest integer one; a hand-edited config's odd seed after them."""
+    seed = run.seed
+    if isinstance(seed, int | float) and not isinstance(seed, bool):
+        return False, float(seed), ""
+    return True, 0.0, str(seed)
+
+
 def plot_lr(summaries: list[Summary], path: Path) -> None:
     """The LR schedule each group ran, from its first completed seed."""
     styles = method_styles(summaries)
@@ -125,7 +133,7 @@ def plot_lr(summaries: list[Summary], path: Path) -> None:
     param_groups, peaks = set(), []
     for s in summaries:
         completed = s.group.completed
-        curve = _lr_curve(min(completed, key=lambda r: r.seed)) if completed else None
+        curve = _lr_curve(min(completed, key=_seed_order)) if completed else None
         if curve is None:
             continue
         group, steps, lrs = curve
@@ -143,16 +151,16 @@ def plot_lr(summaries: list[Summary], path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_final(summaries: list[Summary], path: Path) -> None:
+def plot_final(summaries: list[Summary], path: Path, title: str) -> None:
     """The main metric's final value per group: mean with ± one std error bars, and each seed
-    as a dot."""
+    as a dot; each workload's panel in its own metric (a loss, an accuracy in %)."""
     styles = method_styles(summaries)
-    headline = summaries[0].headline
-    label = headline.label("final")
-    fig, axes = _panels(summaries, f"{label}: mean ± std over seeds (completed runs)")
+    fig, axes = _panels(summaries, f"{title}: mean ± std over seeds (completed runs)")
     positions: dict[str, list[tuple[int, str]]] = {}
-    scale = headline.shown[1]
+    labels: dict[str, dict[str, None]] = {}
     for s in summaries:
+        labels.setdefault(s.group.workload, {})[s.headline.label("final")] = None
+        scale = s.headline.shown[1]
         finals = [r.result(s.headline.final) for r in s.group.completed]
         finals = [scale * a for a in finals if a is not None]
         if not finals:
@@ -168,7 +176,7 @@ def plot_final(summaries: list[Summary], path: Path) -> None:
     for workload, ax in axes.items():
         ticks = positions.get(workload, [])
         ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks], fontsize="small")
-        ax.set_ylabel(label)
+        ax.set_ylabel(" / ".join(labels.get(workload, {})))
         ax.grid(axis="x", visible=False)
     save_png(fig, path)
 

@@ -15,6 +15,7 @@ tolerance): DEFAULT_TARGET_FRACTION's convention), its width in decades on a log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -24,7 +25,7 @@ from typing import Any
 
 from optbench.report.groups import WORKLOAD_SECTIONS, Group, show_value
 from optbench.report.headline import Headline
-from optbench.report.runs import DIVERGED, headline_of
+from optbench.report.runs import DIVERGED
 from optbench.report.seed_statistics import t_interval
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 
@@ -134,22 +135,30 @@ class Sensitivity:
     key: str  # the axis' name, e.g. "optimizer.lr"
     log: bool
     others: list[str]  # other numeric keys, optimised out at each value
-    headline: Headline
+    headline: Headline  # the metric of every curve: a report over two tasks has one per task
     tolerance: float
     curves: list[Curve]
+    of_several: bool = False  # one of several metrics' analyses of the key: named after it too
 
     @property
     def width_unit(self) -> str:
         return "decades" if self.log else "units of the key"
 
     @property
+    def title(self) -> str:
+        """`optimizer.lr`; `optimizer.lr, val loss` beside another metric's analysis."""
+        return self.key + (f", {self.headline.metric.replace('_', ' ')}" if self.of_several else "")
+
+    @property
     def figure(self) -> str:
-        """Its plot's file name: sensitivity_optimizer.lr.png, sensitivity_optimizer.betas_1.png."""
-        return "sensitivity_" + re.sub(r"[^\w.-]+", "_", self.key).strip("_") + ".png"
+        """Its plot's file name: sensitivity_optimizer.lr.png, sensitivity_optimizer.betas_1.png;
+        sensitivity_optimizer.lr_val_loss.png beside another metric's analysis."""
+        name = self.key + (f"_{self.headline.metric}" if self.of_several else "")
+        return "sensitivity_" + re.sub(r"[^\w.-]+", "_", name).strip("_") + ".png"
 
 
 def _finals(group: Group) -> tuple[float, ...]:
-    values = (r.result(headline_of(group.runs).final) for r in group.completed)
+    values = (r.result(group.headline.final) for r in group.completed)
     return tuple(float(v) for v in values if _is_number(v))
 
 
@@ -204,12 +213,12 @@ def sensitivity(
     groups: list[Group], axis: Axis, axes: list[Axis], numeric: list[Axis], tolerance: float
 ) -> Sensitivity:
     """`axis` against the final main metric, one curve per setting of the non-numeric `axes`
-    within each workload; the other `numeric` axes optimised out."""
+    within each workload; the other `numeric` axes optimised out. `groups` share one metric."""
     others = [a for a in numeric if a != axis]
     labels = [a for a in axes if a not in numeric]
     values = sorted({float(axis.value(g.values)) for g in groups})
     log = is_log(axis, values)
-    headline = headline_of([r for g in groups for r in g.runs])
+    headline = groups[0].headline
     curves = []
     by_curve: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
@@ -218,9 +227,8 @@ def sensitivity(
         at_value: dict[float, list[Group]] = {}
         for g in members:
             at_value.setdefault(float(axis.value(g.values)), []).append(g)
-        task = headline_of([r for g in members for r in g.runs])  # the workload's own metric
-        points = [_point(v, at_value[v], others, task) for v in sorted(at_value)]
-        found = good_region(points, task, tolerance)
+        points = [_point(v, at_value[v], others, headline) for v in sorted(at_value)]
+        found = good_region(points, headline, tolerance)
         best, region = (None, None) if found is None else (found[0], found[1:])
         width = None if region is None else region_width(*region, log)
         curves.append(Curve(workload, label, points, best, region, width))
@@ -228,10 +236,19 @@ def sensitivity(
 
 
 def sensitivities(groups: list[Group], shown: list[str], tolerance: float) -> list[Sensitivity]:
-    """One analysis per numeric method key the runs were swept over; none if there is none.
+    """One analysis per numeric method key the runs were swept over, and per metric the groups
+    are ranked by (a classifier's accuracy, a language model's loss); none if there is none.
     Workload keys (dataset.*, model.*) make workloads, not curves; keys implied by another
     choice (`shown`'s rule: an optimizer's own default LR) are not swept within a method."""
     method_keys = [k for k in shown if k.split(".")[0] not in WORKLOAD_SECTIONS]
-    axes = swept_axes(groups, method_keys)
-    numeric = [a for a in axes if is_numeric(a, groups)]
-    return [sensitivity(groups, a, axes, numeric, tolerance) for a in numeric]
+    by_metric: dict[Headline, list[Group]] = {}
+    for g in groups:
+        by_metric.setdefault(g.headline, []).append(g)
+    found = []
+    for members in by_metric.values():
+        axes = swept_axes(members, method_keys)
+        numeric = [a for a in axes if is_numeric(a, members)]
+        found += [sensitivity(members, a, axes, numeric, tolerance) for a in numeric]
+    if len(by_metric) > 1:
+        found = [dataclasses.replace(s, of_several=True) for s in found]
+    return found

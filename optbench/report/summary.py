@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from optbench.report.groups import Group, Stat, stat
 from optbench.report.headline import Headline
-from optbench.report.runs import headline_of
 from optbench.report.targets import ATTEMPTS, time_to_target
 
 # results.json fields averaged over a group's completed runs, besides its main metric's
@@ -47,15 +46,24 @@ class Summary:
 
     @property
     def headline(self) -> Headline:
-        return headline_of(self.group.runs)
+        return self.group.headline
 
 
 def summarize(group: Group, target: float | None) -> Summary:
     """Means over completed runs only; time to target over the runs that reached it."""
-    keys = result_metrics(headline_of(group.runs))
+    keys = result_metrics(group.headline)
     stats = Stats({k: stat(r.result(k) for r in group.completed) for k in keys})
     attempts = group.with_status(*ATTEMPTS)
     hits = [h for r in attempts if (h := time_to_target(r, target)) is not None]
     for key, field in TARGET_STATS.items():
         stats[key] = stat(getattr(h, field) for h in hits)
     return Summary(group, target, stats, len(hits), len(attempts))
+
+
+def by_headline(summaries: list[Summary]) -> dict[Headline, list[Summary]]:
+    """The summaries by the metric they are ranked by, in order: a report over two tasks (a
+    classifier's accuracy, a language model's loss) shows each task's groups with its own."""
+    sections: dict[Headline, list[Summary]] = {}
+    for s in summaries:
+        sections.setdefault(s.headline, []).append(s)
+    return sections

@@ -111,7 +111,8 @@ def columns(shown: list[str], headline: Headline) -> list[Column]:
 
 
 def table_cells(summaries: list[Summary], shown: list[str]) -> tuple[list[Column], list[list[str]]]:
-    """Columns and rows, leaving out columns with no value in any row (peak MB on CPU)."""
+    """Columns and rows, leaving out columns with no value in any row (peak MB on CPU). The
+    summaries share one metric (summary.by_headline)."""
     cols = columns(shown, summaries[0].headline if summaries else Headline())
     rows = [[c.cell(s) for c in cols] for s in summaries]
     keep = [
@@ -212,7 +213,9 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def groups_csv(summaries: list[Summary], swept: list[str], against: BaselineComparison) -> str:
-    """One row per group; statistics as <metric>_mean, _std (sample, n - 1) and _n; for the
+    """One row per group; `metric`, the main metric it is ranked by (a report over two tasks
+    has a loss for one, an accuracy for the other); statistics as <key>_mean, _std (sample,
+    n - 1) and _n, the main metric's as final_<metric>_mean and best_<metric>_mean; for the
     compared metrics also _ci95_low and _ci95_high, and against the workload's baseline
     _difference, _p (Welch), _significant (p < alpha), _hedges_g and _seeds_needed (inf: more
     than MAX_SEEDS); empty where undefined (one seed, misses, the baseline's own row)."""
@@ -226,6 +229,7 @@ def groups_csv(summaries: list[Summary], swept: list[str], against: BaselineComp
         counts = g.status_counts()
         row: dict[str, Any] = {"workload": g.workload, "method": g.method}
         row |= {k: g.values[k] for k in swept}
+        row |= {"metric": s.headline.metric}
         row |= {
             "runs": len(g.runs),
             "completed": len(g.completed),
@@ -271,7 +275,8 @@ def diverged_step(run: Run) -> int | None:
 
 
 def runs_csv(summaries: list[Summary], swept: list[str]) -> str:
-    """One row per run, failed and unfinished ones included."""
+    """One row per run, failed and unfinished ones included; `metric`: its group's main
+    metric, whose final_<metric> and best_<metric> the row holds."""
     rows = []
     for s in summaries:
         for run in s.group.runs:
@@ -283,6 +288,7 @@ def runs_csv(summaries: list[Summary], swept: list[str]) -> str:
                 "method": s.group.method,
             }
             row |= {k: s.group.values[k] for k in swept}
+            row |= {"metric": s.headline.metric}
             fields = (s.headline.final, s.headline.best, *RUN_COSTS)
             row |= {"seed": run.seed} | {k: run.result(k) for k in fields}
             row |= {

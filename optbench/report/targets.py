@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from optbench.report.groups import Group
 from optbench.report.headline import Headline
-from optbench.report.runs import COMPLETED, DIVERGED, Run, headline_of
+from optbench.report.runs import COMPLETED, DIVERGED, Run
 
 # Without --target, each workload's target is this fraction of the best value of its main metric
 # any completed run reached on it (the best loss / this fraction, for a loss): reachable by
@@ -61,7 +61,7 @@ def workload_targets(groups: list[Group], target: float | None) -> dict[str, flo
     for group in groups:
         values = best.setdefault(group.workload, [])
         values += [v for r in group.completed if (v := best_value(r)) is not None]
-        headlines.setdefault(group.workload, headline_of(group.runs))
+        headlines.setdefault(group.workload, group.headline)
     if target is not None:
         return dict.fromkeys(best, target)
     return {w: default_target(headlines[w], values) for w, values in best.items()}

@@ -30,6 +30,7 @@ from optbench.run.lookahead import Lookahead
 from optbench.run.nonfinite import DeferredGuard
 from optbench.run.plan import RunPlan, plan_run
 from optbench.run.rng import seed_everything
+from optbench.run.schema import typed
 from optbench.run.step import TrainStep
 from optbench.schedules import MomentumControl, Schedule, build_schedule
 from optbench.tasks import Task, build_task
@@ -148,7 +149,7 @@ def check_targets(t: DictConfig, task: Task) -> None:
 
 def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     """Build the run `cfg` describes; with `meta`, on the meta device and without data."""
-    cfg = with_resolved_optimizer(cfg)
+    cfg = with_resolved_optimizer(typed(cfg))
     plan = plan_run(cfg)
     task = build_task(cfg)
     t = cfg.trainer
@@ -190,7 +191,7 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
             f"momentum control needs an optimizer with momentum; {type(optimizer).__name__} keeps none"
         )
     cycling = momentum.kind == "cyclic" or schedule.cycles_momentum
-    compile_to = check_compile(t, momentum_changes=cycling)
+    compile_to = check_compile(t, momentum_changes=cycling, device=plan.device)
     if compile_to == "step" and not meta:
         compile_optimizer_step(optimizer, t.compile_mode)
     info = optimizer_info(cfg.optimizer.name)

@@ -44,12 +44,22 @@ def compile_target(setting: Any) -> str:
     return target
 
 
-def check_compile(t: DictConfig, *, momentum_changes: bool) -> str:
+def check_compile(t: DictConfig, *, momentum_changes: bool, device: torch.device) -> str:
     """The run's compile target, once its settings are known to go together."""
     target = compile_target(t.compile)
     if t.compile_mode not in COMPILE_MODES:
         raise UserError(
             f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{t.compile_mode}'"
+        )
+    if t.compile_mode != "default" and target == "false":
+        raise UserError(
+            f"trainer.compile_mode={t.compile_mode} does nothing without trainer.compile "
+            "(model or step)"
+        )
+    if t.compile_mode != "default" and device.type != "cuda":
+        raise UserError(
+            f"trainer.compile_mode={t.compile_mode} captures CUDA graphs, but the device is "
+            f"{device}; use compile_mode=default"
         )
     if target == "step" and momentum_changes:
         raise UserError(

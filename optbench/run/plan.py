@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -98,7 +99,8 @@ def resolve_device(name: str) -> torch.device:
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Check the `trainer:` settings and count batches and optimizer steps."""
     t = cfg.trainer
-    require_int(t.seed, "trainer.seed", 0)
+    # Seeds make generators as seed x 1,000,003 + epoch: below 2^32 that stays in 64 bits.
+    require_int(t.seed, "trainer.seed", 0, 2**32 - 1)
     epochs = require_int(t.epochs, "trainer.epochs", 1)
     batch_size = require_int(t.batch_size, "trainer.batch_size", 1)
     accumulation = require_int(t.accumulation, "trainer.accumulation", 1)
@@ -131,9 +133,27 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         raise UserError(f"trainer.tta must be one of {', '.join(TTA_MODES)}, got '{t.tta}'")
     if t.tta != "none" and len(info.shape) != 3:
         raise UserError(f"trainer.tta={t.tta} augments images; dataset={cfg.dataset.name} has none")
+    if batch_size > info.train_size:
+        raise UserError(
+            f"trainer.batch_size={batch_size} is larger than the {info.train_size} training "
+            f"samples; full-batch training is trainer.batch_size={info.train_size}"
+        )
     batches = (
         info.train_size // batch_size if t.drop_last else math.ceil(info.train_size / batch_size)
     )
+    if accumulation > batches:
+        raise UserError(
+            f"trainer.accumulation={accumulation} is more micro-batches than an epoch has "
+            f"({batches}); at most trainer.accumulation={batches}"
+        )
+    if t.channels_last not in ("auto", True, False):
+        raise UserError(
+            f"trainer.channels_last must be auto, true or false, got {t.channels_last!r}"
+        )
+    if t.sync_batchnorm and plan_world(cfg).size == 1:
+        raise UserError(
+            "trainer.sync_batchnorm needs trainer.devices > 1: one process has nothing to sync"
+        )
     if batches < 1:
         raise UserError(
             f"trainer.batch_size={batch_size} with drop_last leaves no batch of the "
@@ -207,6 +227,13 @@ def _rank_device(device: torch.device, world: World) -> torch.device:
     if device.type == "mps":
         raise UserError("trainer.devices > 1 needs CUDA GPUs or the CPU; MPS has no process group")
     if device.type != "cuda":
+        # Each rank holds the data and a model: more ranks than cores only exhausts memory.
+        cores = len(os.sched_getaffinity(0))
+        if not launched().distributed and world.size > cores:
+            raise UserError(
+                f"trainer.devices={world.size} would start {world.size} CPU processes, but this "
+                f"machine has {cores} cores; use at most trainer.devices={cores}"
+            )
         return device
     if launched().distributed:
         return torch.device("cuda", world.local_rank)

@@ -51,6 +51,11 @@ class MomentumControl:
         self.rescale = bool(cfg.rescale_buffers)
         self.low = require_fraction(cfg.low, "momentum.low")
         self.high = require_fraction(cfg.high, "momentum.high")
+        if self.low > self.high:
+            raise UserError(
+                f"momentum.low ({self.low:g}) must not exceed momentum.high ({self.high:g}): "
+                "low is the momentum at the highest LR"
+            )
         self.milestones = sorted(
             (_epoch(k, "milestones"), require_fraction(v, "momentum.milestones"))
             for k, v in _mapping(cfg.milestones).items()

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from optbench.checks import is_number
 from optbench.errors import UserError
-from optbench.schedules import factors
+from optbench.schedules import factors, schemas
 from optbench.schedules.factors import Constant
 
 Factor = Callable[[int], float]
@@ -47,6 +47,11 @@ class Horizon:
             )
         if steps < 1:
             raise UserError(f"scheduler.{key}={value} is shorter than one optimizer step")
+        if steps > self.steps:
+            raise UserError(
+                f"scheduler.{key}={value} is past the end of the run ({self.steps} optimizer "
+                f"steps, {self.steps / self.steps_per_epoch:g} epochs after the warm-up)"
+            )
         return steps
 
 
@@ -56,6 +61,7 @@ class SchedulerInfo:
     oracle: str  # the torch scheduler the tests compare it with at every step
     build: Callable[[DictConfig, Horizon], Factor]
     per_evaluation: bool = False  # moves on a validation metric after each evaluation
+    schema: type = schemas.ConstantConfig  # its config's keys and types (schedules/schemas.py)
 
 
 def _check_floor(cfg: DictConfig) -> float:
@@ -163,23 +169,20 @@ def _plateau(cfg, horizon):
 
 
 SCHEDULERS: dict[str, SchedulerInfo] = {
-    "constant": SchedulerInfo("the optimizer's LR throughout", "ConstantLR", lambda c, h: Constant()),
-    "step": SchedulerInfo("multiply by gamma every step_size epochs", "StepLR", _step),
-    "multistep": SchedulerInfo("multiply by gamma at each milestone epoch", "MultiStepLR", _multistep),
-    "exponential": SchedulerInfo("multiply by gamma every epoch, smoothly", "ExponentialLR", _exponential),
-    "cosine": SchedulerInfo("half cosine to min_lr_ratio x LR", "CosineAnnealingLR", _cosine),
+    "constant": SchedulerInfo("the optimizer's LR throughout", "ConstantLR", lambda c, h: Constant(), schema=schemas.ConstantConfig),
+    "step": SchedulerInfo("multiply by gamma every step_size epochs", "StepLR", _step, schema=schemas.StepConfig),
+    "multistep": SchedulerInfo("multiply by gamma at each milestone epoch", "MultiStepLR", _multistep, schema=schemas.MultiStepConfig),
+    "exponential": SchedulerInfo("multiply by gamma every epoch, smoothly", "ExponentialLR", _exponential, schema=schemas.ExponentialConfig),
+    "cosine": SchedulerInfo("half cosine to min_lr_ratio x LR", "CosineAnnealingLR", _cosine, schema=schemas.CosineConfig),
     "cosine_restarts": SchedulerInfo(
         "SGDR: cosine cycles of T_0 epochs, each T_mult x longer", "CosineAnnealingWarmRestarts",
-        _cosine_restarts,
-    ),
-    "onecycle": SchedulerInfo("Smith's 1cycle: warm up to max_lr, anneal far below", "OneCycleLR", _onecycle),
+        _cosine_restarts, schema=schemas.CosineRestartsConfig),
+    "onecycle": SchedulerInfo("Smith's 1cycle: warm up to max_lr, anneal far below", "OneCycleLR", _onecycle, schema=schemas.OneCycleConfig),
     "warmup_cosine": SchedulerInfo(
-        "linear warm-up, then half cosine to a floor", "CosineAnnealingLR", _cosine
-    ),
-    "warmup_linear": SchedulerInfo("linear warm-up, then linear decay (BERT)", "LinearLR", _linear),
-    "polynomial": SchedulerInfo("(1 - t/T)^power decay to 0", "PolynomialLR", _polynomial),
+        "linear warm-up, then half cosine to a floor", "CosineAnnealingLR", _cosine, schema=schemas.WarmupCosineConfig),
+    "warmup_linear": SchedulerInfo("linear warm-up, then linear decay (BERT)", "LinearLR", _linear, schema=schemas.WarmupLinearConfig),
+    "polynomial": SchedulerInfo("(1 - t/T)^power decay to 0", "PolynomialLR", _polynomial, schema=schemas.PolynomialConfig),
     "plateau": SchedulerInfo(
-        "multiply by factor when a validation metric stalls", "ReduceLROnPlateau", _plateau, True
-    ),
-    "cyclic": SchedulerInfo("triangular cycles between two LRs (Smith 2017)", "CyclicLR", _cyclic),
+        "multiply by factor when a validation metric stalls", "ReduceLROnPlateau", _plateau, True, schema=schemas.PlateauConfig),
+    "cyclic": SchedulerInfo("triangular cycles between two LRs (Smith 2017)", "CyclicLR", _cyclic, schema=schemas.CyclicConfig),
 }  # fmt: skip

@@ -8,7 +8,10 @@ free worker starts the next trial at once instead of waiting for a batch.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +22,10 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from optbench.checks import require_int
 from optbench.errors import UserError
@@ -68,8 +73,9 @@ class SearchSettings:
         return self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
 
 
-def read_settings(block: Any) -> SearchSettings:
-    """`search:` as plain data; a one-line UserError for anything unusable, before any file."""
+def read_settings(block: Any, sweep_dir: Path | None = None) -> SearchSettings:
+    """`search:` as plain data; a one-line UserError for anything unusable, before any file.
+    `sweep_dir`: where the search will write (a storage may be in it before it exists)."""
     if not isinstance(block, dict):
         raise UserError("the config has no search: block; start from +experiment=lr_wd_search")
     known = set(SearchSettings.__dataclass_fields__) | {"per_optimizer", "optimizers"}
@@ -79,30 +85,42 @@ def read_settings(block: Any) -> SearchSettings:
     sampler = block.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise UserError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    pruner, options, storage = read_pruner_and_storage(block, "search")
     name = block.get("study_name", "search")
     if not isinstance(name, str) or not name:
         raise UserError(f"search.study_name must be a name, got {name!r}")
     reclaim = block.get("reclaim", True)
     if not isinstance(reclaim, bool):
         raise UserError(f"search.reclaim must be true or false, got {reclaim!r}")
+    optimizers = block.get("optimizers")
+    if isinstance(optimizers, list) and len(set(map(str, optimizers))) != len(optimizers):
+        raise UserError(f"search.optimizers must list distinct optimizers, got {optimizers!r}")
+    space = read_space(block.get("space"), block.get("per_optimizer"), optimizers)
+    n_trials = require_int(block.get("n_trials"), "search.n_trials", 1)
+    seed = require_int(block.get("seed", 0), "search.seed", 0)
+    workers = require_int(block.get("workers", 1), "search.workers", 1)
+    worker = require_int(block.get("worker", 0), "search.worker", 0)
+    # Last: the storage check may wait for a database server.
+    pruner, options, storage = read_pruner_and_storage(block, "search", sweep_dir)
     return SearchSettings(
-        space=read_space(block.get("space"), block.get("per_optimizer"), block.get("optimizers")),
-        n_trials=require_int(block.get("n_trials"), "search.n_trials", 1),
+        space=space,
+        n_trials=n_trials,
         sampler=sampler,
-        seed=require_int(block.get("seed", 0), "search.seed", 0),
+        seed=seed,
         pruner=pruner,
         pruner_options=options,
         storage=storage,
         study_name=name,
-        workers=require_int(block.get("workers", 1), "search.workers", 1),
-        worker=require_int(block.get("worker", 0), "search.worker", 0),
+        workers=workers,
+        worker=worker,
         reclaim=reclaim,
     )
 
 
-def read_pruner_and_storage(block: dict[str, Any], section: str) -> tuple[str, dict, str | None]:
-    """`<section>.pruner`, `.pruner_options` and `.storage`, checked."""
+def read_pruner_and_storage(
+    block: dict[str, Any], section: str, sweep_dir: Path | None = None
+) -> tuple[str, dict, str | None]:
+    """`<section>.pruner`, `.pruner_options` and `.storage`, checked; the storage can be opened
+    (see check_storage). `sweep_dir`: the folder the command will create, where a storage may be."""
     pruner = block.get("pruner", "none")
     if pruner not in PRUNERS:
         raise UserError(f"{section}.pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
@@ -113,32 +131,176 @@ def read_pruner_and_storage(block: dict[str, Any], section: str) -> tuple[str, d
         raise UserError(f"{section}.pruner_options for {pruner}: {err}") from None
     storage = block.get("storage")
     if storage is not None:
-        check_storage_url(storage, f"{section}.storage")
+        check_storage(storage, f"{section}.storage", sweep_dir)
     return pruner, dict(options), storage
 
 
-def check_storage_url(url: Any, key: str) -> None:
-    """An Optuna storage URL or journal:<path>, checked without connecting or writing."""
-    hint = "give a database URL (sqlite:///<path>, postgresql://...) or journal:<path>"
+STORAGE_HINT = "give a database URL (sqlite:///<path>, postgresql://...) or journal:<path>"
+SQLITE_HEADER = b"SQLite format 3\x00"
+# How long to wait for a database server: enough for one that is up, short for a typo.
+CONNECT_TIMEOUT_S = 10
+# The connect argument that bounds that wait, per driver (the others keep their own).
+TIMEOUT_ARGUMENTS = {
+    "psycopg": "connect_timeout",
+    "psycopg2": "connect_timeout",
+    "pg8000": "timeout",
+    "pymysql": "connect_timeout",
+    "mysqldb": "connect_timeout",
+    "mysqlconnector": "connection_timeout",
+}
+
+
+def check_storage(url: Any, key: str, sweep_dir: Path | None = None) -> None:
+    """The storage opens, checked before any file is written: an SQLite or journal file's
+    folder exists (or is `sweep_dir`, which the command creates) and is writable, and the file,
+    if there, is a database or a journal; a server database's driver is installed and the
+    server answers. A one-line UserError naming `key` otherwise."""
     if not isinstance(url, str):
-        raise UserError(f"{key} must be a string; {hint}, got {url!r}")
+        raise UserError(f"{key} must be a string; {STORAGE_HINT}, got {url!r}")
     if url.startswith(JOURNAL_PREFIX):
         if not url[len(JOURNAL_PREFIX) :]:
-            raise UserError(f"{key} '{url}' names no file; {hint}")
+            raise UserError(f"{key} '{url}' names no file; {STORAGE_HINT}")
+        _check_journal(Path(url[len(JOURNAL_PREFIX) :]), key, sweep_dir)
         return
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
-        raise UserError(f"{key} '{url}' is not a storage URL; {hint}") from None
+        raise UserError(f"{key} '{url}' is not a storage URL; {STORAGE_HINT}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:  # SQLAlchemy 2 names it import_dbapi, 1.4 dbapi
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+    except ImportError as err:
+        other = f"{parsed.get_backend_name()}+<driver>://..."
+        raise UserError(
+            f"{key} '{shown}' needs the database driver {parsed.get_driver_name()}, which is not "
+            f"installed ({err}); install it, or name an installed one ({other})"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(parsed.database, key, shown, sweep_dir)
+    else:
+        _check_server(parsed, key, shown)
+
+
+def _check_journal(path: Path, key: str, sweep_dir: Path | None) -> None:
+    if path.is_dir():
+        raise UserError(
+            f"{key}: {path} is a folder; name a file, e.g. journal:{path / 'journal.log'}"
+        )
+    _check_folder(path, key, sweep_dir)
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+    except OSError as err:
+        raise UserError(f"{key}: cannot read {path} ({err.strerror or err})") from None
+    try:
+        record = json.loads(first) if first.strip() else {}
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise UserError(
+            f"{key}: {path} is not an Optuna journal (its first line is no JSON record)"
+        )
+
+
+def _check_sqlite(database: str | None, key: str, shown: str, sweep_dir: Path | None) -> None:
+    if database in (None, "", ":memory:") or database.startswith("file::memory:"):
+        raise UserError(
+            f"{key} '{shown}' is an in-memory database, which the workers and a resumed study "
+            "cannot reach; give a file, sqlite:///<path>"
+        )
+    path = Path(database)
+    if path.is_dir():
+        raise UserError(
+            f"{key}: {path} is a folder; name a file, e.g. sqlite:///{path / 'optuna.db'}"
+        )
+    _check_folder(path, key, sweep_dir)
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise UserError(f"{key}: cannot read {path} ({err.strerror or err})") from None
+    if header not in (b"", SQLITE_HEADER):  # SQLite takes an empty file as an empty database
+        raise UserError(f"{key}: {path} is not an SQLite database")
+
+
+def _check_folder(path: Path, key: str, sweep_dir: Path | None) -> None:
+    """`path`'s folder exists and takes a new file; the sweep dir may be yet to be made (the
+    command checks where it goes and creates it before it opens the storage)."""
+    folder = path.absolute().parent
+    if sweep_dir is not None and folder == sweep_dir.absolute() and not folder.exists():
+        return
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{key}: cannot write {path}: {ancestor} is a file, not a folder")
+    if ancestor != folder:
+        raise UserError(f"{key}: the folder of {path} does not exist ({folder}); create it first")
+    try:  # a real write, not os.access: root passes permission bits, not a read-only mount
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"{key}: cannot write {path}: {folder} is not writable ({err.strerror or err})"
+        ) from None
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"{key}: cannot write {path}: permission denied")
+
+
+def _check_server(url: URL, key: str, shown: str) -> None:
+    """Connect once, with a short timeout: a server that is down or a wrong password is one
+    line now, not a traceback after the sweep dir is made."""
+    argument = TIMEOUT_ARGUMENTS.get(url.get_driver_name())
+    engine = create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={argument: CONNECT_TIMEOUT_S} if argument else {},
+    )
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as err:
+        raise UserError(f"{key}: cannot connect to {shown}: {_first_line(err)}") from None
+    finally:
+        engine.dispose()
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The study storage at `url` (checked by check_storage). What can still go wrong (a file
+    changed since, a server gone, a database of another Optuna version) is one line."""
+    try:
+        if url.startswith(JOURNAL_PREFIX):
+            backend = optuna.storages.journal.JournalFileBackend(url[len(JOURNAL_PREFIX) :])
+            return optuna.storages.JournalStorage(backend)
+        # Workers writing one SQLite file wait for each other's locks instead of failing at once.
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except (OSError, ValueError, ImportError, SQLAlchemyError, RuntimeError) as err:
+        # RuntimeError: Optuna's "no longer compatible with the table schema"
+        raise UserError(
+            f"cannot open the study storage {_shown(url)}: {_first_line(err)}"
+        ) from None
+
+
+def _shown(url: str) -> str:
+    """`url` without its password."""
     if url.startswith(JOURNAL_PREFIX):
-        backend = optuna.storages.journal.JournalFileBackend(url[len(JOURNAL_PREFIX) :])
-        return optuna.storages.JournalStorage(backend)
-    # Workers writing one SQLite file wait for each other's locks instead of failing at once.
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of the driver's own message (SQLAlchemy adds a traceback-like tail)."""
+    lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def open_study(settings: SearchSettings, url: str, maximize: bool) -> optuna.Study:

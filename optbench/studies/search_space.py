@@ -170,6 +170,10 @@ def _dimension(key: str, entry: Any, where: str) -> Dimension:
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}.choices must be a non-empty list, got {choices!r}")
+        if not all(c is None or isinstance(c, bool | int | float | str) for c in choices):
+            raise UserError(
+                f"{where}.choices must be numbers, strings, true/false or null, got {choices!r}"
+            )
         return Dimension(key, optuna.distributions.CategoricalDistribution(choices))
     low, high, log, step = (entry.get(f) for f in ("low", "high", "log", "step"))
     log = False if log is None else log
@@ -187,6 +191,8 @@ def _dimension(key: str, entry: Any, where: str) -> Dimension:
         raise UserError(f"{where} is on a log scale, so low must be > 0, got {low!r}")
     if step is not None and (log or not number_ok(step) or step <= 0):
         raise UserError(f"{where}.step must be a positive {kind}, without log, got {step!r}")
+    if step is not None and step > high - low:
+        raise UserError(f"{where}.step={step!r} is wider than the range {low!r} to {high!r}")
     if kind == "float":
         dist = optuna.distributions.FloatDistribution(float(low), float(high), log=log, step=step)
     else:

@@ -25,6 +25,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -92,7 +93,7 @@ class TuningSettings:
         return math.ceil(epochs * self.self_tuning_budget)
 
 
-def read_settings(block: Any) -> TuningSettings:
+def read_settings(block: Any, sweep_dir: Path | None = None) -> TuningSettings:
     """`tuning:` as plain data; a one-line UserError for anything unusable, before any file."""
     if not isinstance(block, dict):
         raise UserError("the config has no tuning: block; start from +experiment=tuning")
@@ -125,7 +126,7 @@ def read_settings(block: Any) -> TuningSettings:
     budget = block.get("self_tuning_budget", 1.5)
     if not is_number(budget) or budget < 1:
         raise UserError(f"tuning.self_tuning_budget must be a number >= 1, got {budget!r}")
-    pruner, options, storage = read_pruner_and_storage(block, "tuning")
+    pruner, options, storage = read_pruner_and_storage(block, "tuning", sweep_dir)
     target = block.get("target")
     if target is not None and not is_number(target):
         raise UserError(
@@ -179,7 +180,14 @@ def _spaces(spaces: Any, optimizers: list[str]) -> SearchSpace:
             )
     # The preset keeps spaces for more optimizers than it runs: only those run are read.
     searched = {k: v for k, v in spaces.items() if k in optimizers}
-    return SearchSpace((), read_sections(searched, "tuning.spaces"))
+    space = SearchSpace((), read_sections(searched, "tuning.spaces"))
+    for name in searched:
+        if not space.per_optimizer.get(name):
+            raise UserError(
+                f"tuning.spaces.{name} holds no dimension to search; give it one, e.g. "
+                "{optimizer: {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}}"
+            )
+    return space
 
 
 def unit_points(settings: TuningSettings, study: int, dims: int) -> list[list[float]]:

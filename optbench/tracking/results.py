@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, TypedDict
 
-Status = Literal["completed", "diverged", "interrupted", "pruned"]
-STATUSES: tuple[Status, ...] = ("completed", "diverged", "interrupted", "pruned")
+# "failed": a sweep job that crashed (optbench/hydra_command.py records it and goes on).
+Status = Literal["completed", "diverged", "interrupted", "pruned", "failed"]
+STATUSES: tuple[Status, ...] = ("completed", "diverged", "interrupted", "pruned", "failed")
 COMPLETED, DIVERGED, INTERRUPTED = "completed", "diverged", "interrupted"
 RESULTS_SCHEMA = 2  # 2: decisions on a validation split (`val_*`); 1 chose on test
 # Stopped early by a search's pruner: its value so far was not promising enough to go on.

@@ -106,6 +106,8 @@ def train(
     if resume is not None:
         run_dir = resume[0].parent.parent
         cfg = with_saved_lrs(cfg, resume[1])
+    else:
+        refuse_overwrite(run_dir)
     run = build_run(cfg)
     if resume is not None:
         check_resumable(run.cfg, resume[1], run_dir)
@@ -127,6 +129,17 @@ def train(
         stop.forward()
         raise SystemExit(stop.exit_code)
     return results
+
+
+def refuse_overwrite(run_dir: Path) -> None:
+    """A new run never replaces an earlier run's results, metrics or checkpoints."""
+    records = run_dir / "metrics.jsonl"
+    earlier = [run_dir / "results.json", run_dir / checkpoint.FOLDER]
+    if any(p.exists() for p in earlier) or (records.is_file() and records.stat().st_size):
+        raise UserError(
+            f"{run_dir} holds an earlier run; continue it with trainer.resume=auto, or write "
+            "to a new folder"
+        )
 
 
 def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[str, dict | None]:
