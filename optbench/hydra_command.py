@@ -108,6 +108,16 @@ MIN_FREE_BYTES = 16 * 2**20
 NAME_MAX = 255  # bytes in one file or folder name, on Linux's file systems
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, or None. A real write, not os.access: root passes
+    permission bits, not a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as err:
+        return str(err.strerror or err)
+
+
 def check_output_location(directory: Path) -> None:
     """`directory` can be created and written: its nearest existing ancestor is a writable
     folder with room. A one-line UserError naming the path otherwise."""
@@ -122,13 +132,8 @@ def check_output_location(directory: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserError(f"cannot write the run to {directory}: {ancestor} is a file, not a folder")
-    try:  # a real write, not os.access: root passes permission bits, not a read-only mount
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as err:
-        raise UserError(
-            f"cannot write the run to {directory}: {ancestor} is not writable ({err.strerror})"
-        ) from None
+    if (why := unwritable(ancestor)) is not None:
+        raise UserError(f"cannot write the run to {directory}: {ancestor} is not writable ({why})")
     free = shutil.disk_usage(ancestor).free
     if free < MIN_FREE_BYTES:
         raise UserError(

@@ -11,7 +11,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from optbench.checks import require_int
 from optbench.errors import UserError
+from optbench.hydra_command import unwritable
 from optbench.studies.search_space import SearchSpace, read_space
 
 log = logging.getLogger("optbench")
@@ -241,13 +241,8 @@ def _check_folder(path: Path, key: str, sweep_dir: Path | None) -> None:
         raise UserError(f"{key}: cannot write {path}: {ancestor} is a file, not a folder")
     if ancestor != folder:
         raise UserError(f"{key}: the folder of {path} does not exist ({folder}); create it first")
-    try:  # a real write, not os.access: root passes permission bits, not a read-only mount
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise UserError(
-            f"{key}: cannot write {path}: {folder} is not writable ({err.strerror or err})"
-        ) from None
+    if (why := unwritable(folder)) is not None:
+        raise UserError(f"{key}: cannot write {path}: {folder} is not writable ({why})")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise UserError(f"{key}: cannot write {path}: permission denied")
 
