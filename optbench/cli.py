@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 
+import optbench
 from optbench.errors import UserError
 
 
@@ -105,9 +107,20 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def version() -> str:
+    """optbench's version and the libraries its results depend on (read without importing them)."""
+    installed = []
+    for package in ("torch", "torchvision", "hydra-core", "omegaconf", "optuna"):
+        try:
+            installed.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            installed.append(f"{package} not installed")
+    return f"optbench {optbench.__version__} ({', '.join(installed)})"
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: optbench <command> [args...]", "", "commands:"]
+    lines = ["usage: optbench <command> [args...] | --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
     lines += ["", "`optbench <command> --help` describes each command and its config groups."]
     return "\n".join(lines)
@@ -120,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(version())
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

@@ -30,6 +30,27 @@ def test_help_lists_the_subcommands(tmp_path):
     assert module.returncode == 0 and module.stdout == out.stdout
 
 
+def test_version_names_optbench_and_the_installed_libraries(tmp_path):
+    from importlib import metadata
+
+    from optbench import __version__
+
+    for flag in ("--version", "-V"):
+        out = optbench(flag, cwd=tmp_path)
+        assert out.returncode == 0 and out.stderr == ""
+        line = out.stdout.strip()
+        assert line.startswith(f"optbench {__version__} (")
+        assert f"torch {metadata.version('torch')}" in line
+        assert f"hydra-core {metadata.version('hydra-core')}" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_one_epoch_run_says_one_epoch(tmp_path):
+    out = optbench("train", *FAST, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert ": 1 epoch x 4 optimizer steps on cpu" in out.stdout + out.stderr
+
+
 def test_train_help_shows_the_config_groups(tmp_path):
     out = optbench("train", "--help", cwd=tmp_path)
     assert out.returncode == 0

@@ -151,7 +151,11 @@ def run_schedule(cfg: DictConfig, run_dir: Path) -> None:
         series[0] = _series(curves[0], series[0][0])
     else:
         series = [_series(curve, curve.name) for curve in curves]
-    title = f"optimizer={cfg.optimizer.name}, {cfg.trainer.epochs} epochs x {curves[0].steps_per_epoch} steps"
+    epochs = cfg.trainer.epochs
+    title = (
+        f"optimizer={cfg.optimizer.name}, {epochs} epoch{'s' * (epochs != 1)} x "
+        f"{curves[0].steps_per_epoch} steps"
+    )
     save_png(plot_curves(series, curves[0].steps_per_epoch, title), run_dir / PNG_NAME)
     console.print(schedules_table(curves))
     console.print(f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}")

@@ -267,9 +267,9 @@ class Training:
             torch.cuda.reset_peak_memory_stats(run.plan.device)
         cfg, plan = run.cfg, run.plan
         log.info(
-            "training %s on %s with %s + %s: %d epochs x %d optimizer steps on %s; writing to %s",
+            "training %s on %s with %s + %s: %d epoch%s x %d optimizer steps on %s; writing to %s",
             cfg.model.name, cfg.dataset.name, cfg.optimizer.name, cfg.scheduler.name,
-            plan.epochs, plan.steps_per_epoch, plan.device, run_dir,
+            plan.epochs, "s" * (plan.epochs != 1), plan.steps_per_epoch, plan.device, run_dir,
         )  # fmt: skip
         return cls(run, run_dir, state, totals, writer, training_log, diagnostics)
 
