@@ -176,3 +176,13 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
         run_dir / "metrics.jsonl").exists() else []  # fmt: skip
     epochs = [json.loads(r)["epoch"] for r in records]
     assert epochs == sorted(set(epochs))  # one writer: no epoch twice
+
+
+def test_a_command_that_logs_nothing_leaves_no_empty_log_file(tmp_path):
+    for command in (["schedule", *FAST], ["toy", "steps=20"]):
+        run_dir = tmp_path / command[0]
+        out = optbench(*command, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert not list(run_dir.glob("*.log")) and any(run_dir.iterdir())
+    out = optbench("train", *FAST, f"hydra.run.dir={tmp_path / 'train'}", cwd=tmp_path)
+    assert out.returncode == 0 and (tmp_path / "train" / "train.log").stat().st_size > 0
