@@ -301,6 +301,8 @@ def run_hydra_command(
     started = time.time()
     main(hydra_task)()
     if flags.multirun and world.main and not any(getattr(flags, f) for f in _INFO_FLAGS):
+        if not flags.cfg:
+            print(f"optbench {name}: the sweep's {len(jobs)} jobs are in {directory.absolute()}")
         failed = failed_jobs(directory, started)
         if failed:
             print(f"optbench {name}: {len(failed)} of {len(jobs)} jobs failed (status failed in "

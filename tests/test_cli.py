@@ -78,6 +78,8 @@ def test_a_multirun_sweep_runs_every_job(tmp_path):
         for p in sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/results.json"))
     ]
     assert sorted(r["optimizer"] for r in results) == ["adamw", "sgd"]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert f"optbench train: the sweep's 2 jobs are in {sweep}" in out.stdout
 
 
 @pytest.mark.parametrize(
