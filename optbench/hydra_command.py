@@ -313,7 +313,7 @@ def run_hydra_command(
 
 # A sweep some of whose jobs failed (2 is bad input, 3 a diverged single run).
 FAILED_JOBS_EXIT_CODE = 4
-FAILED = "failed"  # results.json's status of a job that crashed
+FAILED = "failed"  # results.json status of a crashed job: tracking.results.JOB_FAILED (a layer up)
 
 
 def record_failure(name: str, run_dir: Path, err: BaseException) -> None:

@@ -15,7 +15,15 @@ from omegaconf.errors import OmegaConfBaseException
 from optbench.config import flatten
 from optbench.errors import UserError
 from optbench.report.headline import Headline
-from optbench.tracking.results import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, malformed
+from optbench.tracking.results import (
+    COMPLETED,
+    DIVERGED,
+    INTERRUPTED,
+    JOB_FAILED,
+    PRUNED,
+    RESULTS_SCHEMA,
+    malformed,
+)
 
 __all__ = [
     "COMPLETED", "DIVERGED", "FAILED", "INTERRUPTED", "MALFORMED", "PRUNED", "Run",
@@ -30,11 +38,6 @@ FAILED = "failed/unfinished"
 # A run a file of which cannot be read (config.yaml, results.json, metrics.jsonl), or whose
 # results.json is not a complete result: listed with the reason, never averaged.
 MALFORMED = "malformed results"
-# results.json's status for a sweep job that crashed (the sweep went on without it).
-JOB_FAILED = "failed"
-# results.json's `schema` from the validation split on: the best value and the time to target
-# are chosen on validation data. Older results have no `schema` (1): chosen on the test split.
-VALIDATION_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Run:
         """A result written before the validation split: its best and targets are test values."""
         results = self.results if isinstance(self.results, dict) else {}
         schema = results.get("schema", 1)
-        return self.readable and isinstance(schema, int) and schema < VALIDATION_SCHEMA
+        return self.readable and isinstance(schema, int) and schema < RESULTS_SCHEMA
 
     def result(self, key: str) -> Any:
         return self.results.get(key) if isinstance(self.results, dict) else None

@@ -20,6 +20,7 @@ COMPLETED, DIVERGED, INTERRUPTED = "completed", "diverged", "interrupted"
 RESULTS_SCHEMA = 2  # 2: decisions on a validation split (`val_*`); 1 chose on test
 # Stopped early by a search's pruner: its value so far was not promising enough to go on.
 PRUNED = "pruned"
+JOB_FAILED = "failed"  # a sweep job that crashed (optbench/hydra_command.py writes it)
 
 
 class Reached(TypedDict):
