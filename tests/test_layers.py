@@ -14,6 +14,7 @@ BASE_MODULES = {
     "config",
     "distributed",
     "hydra_command",
+    "user_code",
     "__init__",
     "__main__",
 }
