@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        from optbench.optim.registry import store_entry_point_configs
+
+        store_entry_point_configs()
         return COMMANDS[name].run(rest)
     except UserError as err:
         from optbench.distributed import launched

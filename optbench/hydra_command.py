@@ -245,6 +245,9 @@ def run_hydra_command(
         flags = parser.parse_intermixed_args(args)
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
+    if flags.config_dir is not None:
+        args = [*_without_config_dir(args), search_path_override(flags.config_dir, args)]
+        flags = parser.parse_intermixed_args(args)
     overrides = flags.overrides
     world = distributed.init()
     if not any(getattr(flags, flag) for flag in _INFO_FLAGS):
@@ -309,6 +312,45 @@ def run_hydra_command(
                   f"their results.json): {', '.join(map(str, failed))}", file=sys.stderr)  # fmt: skip
             return FAILED_JOBS_EXIT_CODE
     return 0
+
+
+def search_path_override(config_dir: str, args: list[str]) -> str:
+    """`--config-dir DIR` as the override `hydra.searchpath=[file://DIR]`: the pre-flight check
+    then composes the user's configs as the run will, and each job records where they came from."""
+    folder = Path(config_dir).expanduser().absolute()
+    if not folder.is_dir():
+        raise UserError(f"--config-dir {config_dir}: no such folder")
+    if any(a.lstrip("+").startswith("hydra.searchpath=") for a in args):
+        raise UserError("give --config-dir or hydra.searchpath, not both")
+    return f"hydra.searchpath=[{quoted('file://' + str(folder))}]"
+
+
+def _without_config_dir(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--config-dir", "-cd"):
+            skip = True
+        elif not arg.startswith("--config-dir="):
+            kept.append(arg)
+    return kept
+
+
+# A config group and its options in Hydra's help: `optimizer: adafactor, adagrad, ...`.
+GROUP_LINE = re.compile(r"^[\w/]+: [\w.-]+(, [\w.-]+)+$")
+
+
+def wrap_group_lines(text: str, width: int) -> str:
+    """Hydra's help with each config group's list of options wrapped between names."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if len(line.rstrip("\n")) > width and GROUP_LINE.match(line.rstrip("\n")):
+            wrapped = textwrap.wrap(line, width, subsequent_indent="    ", break_on_hyphens=False)
+            lines.append("\n".join(wrapped) + "\n")
+        else:
+            lines.append(line)
+    return "".join(lines)
 
 
 # A sweep some of whose jobs failed (2 is bad input, 3 a diverged single run).

@@ -4,6 +4,7 @@ optbench: from the current folder, as `python -m` would, or from any installed p
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from typing import Any
@@ -39,3 +40,14 @@ def import_object(path: str, what: str) -> Any:
     if not hasattr(module, attr):
         raise UserError(f"{what}={path}: module {module_name} has no attribute '{attr}'")
     return getattr(module, attr)
+
+
+def keyword_parameters(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parameters a class or function takes by name, with their defaults
+    (`inspect.Parameter.empty` where none); `*args` and `**kwargs` are left out, since
+    they would swallow a misspelt key."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(obj).parameters.items()
+        if name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import FAST
 from helpers import compose_config
+from omegaconf import OmegaConf
 
 from optbench.errors import UserError
 from optbench.optim import OPTIMIZERS
@@ -72,9 +73,10 @@ def test_torch_itself_fails_on_one_beta_with_an_index_error():
 
 def test_an_optimizer_added_to_the_registry_is_checked_with_no_list_of_its_keys():
     added = OptimizerInfo("adabelief", "AdaBelief", "pytorch_optimizer.AdaBelief", "2 x params")
-    check_keys(added, "library", {"lr": 1e-3, "betas": (0.9, 0.999), "rectify": True})
+    cfg = OmegaConf.create({"name": "adabelief"})
+    check_keys(added, cfg, {"lr": 1e-3, "betas": (0.9, 0.999), "rectify": True})
     with pytest.raises(UserError, match="optimizer=adabelief: unknown keys amsgard, not_a_key"):
-        check_keys(added, "library", {"lr": 1e-3, "amsgard": True, "not_a_key": 1})
+        check_keys(added, cfg, {"lr": 1e-3, "amsgard": True, "not_a_key": 1})
 
 
 def test_the_cli_exits_2_with_one_line_for_a_swallowed_key(tmp_path):

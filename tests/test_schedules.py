@@ -99,8 +99,21 @@ def assert_same(a, b):
 
 
 def test_every_scheduler_is_covered_here():
-    assert set(SCHEDULERS) == {"constant", "step", "multistep", "exponential", "cosine", "cosine_restarts",
-                               "onecycle", "warmup_cosine", "warmup_linear", "polynomial", "plateau", "cyclic"}  # fmt: skip
+    assert set(SCHEDULERS) == {
+        "constant",
+        "step",
+        "multistep",
+        "exponential",
+        "cosine",
+        "cosine_restarts",
+        "onecycle",
+        "warmup_cosine",
+        "warmup_linear",
+        "polynomial",
+        "plateau",
+        "cyclic",
+        "custom",
+    }  # fmt: skip (custom: tests/test_user_code.py)
 
 
 def test_constant():
@@ -263,14 +276,16 @@ def plan_cfg(*overrides):
 @pytest.mark.parametrize("accumulation", [1, 3])
 def test_warmup_ends_at_the_base_lr_and_the_schedule_ends_on_the_last_step(name, accumulation):
     # 500 images in batches of 64: 8 batches, the last one short; 3 epochs.
+    # A user's function by import path: step / total_steps, a ramp.
+    target = ["scheduler.target=operator.truediv"] if name == "custom" else []
     cfg = plan_cfg(
-        f"scheduler={name}", "scheduler.warmup=5", f"trainer.accumulation={accumulation}"
+        f"scheduler={name}", "scheduler.warmup=5", f"trainer.accumulation={accumulation}", *target
     )
     curve = schedule_curve(cfg)
     lrs = curve.lrs["decay"]
     assert len(lrs) == 3 * math.ceil(8 / accumulation)
     no_warmup = schedule_curve(plan_cfg(f"scheduler={name}", f"trainer.accumulation={accumulation}",
-                                        "scheduler.warmup=0", "trainer.epochs=3"))  # fmt: skip
+                                        "scheduler.warmup=0", "trainer.epochs=3", *target))  # fmt: skip
     assert lrs[5] == no_warmup.lrs["decay"][0]  # the warm-up reaches where the schedule begins
     assert lrs[0] == 0.0  # ... from warmup_start_factor 0
     main = OmegaConf.merge(scheduler_config(name), cfg.scheduler, {"warmup": 0})

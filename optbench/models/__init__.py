@@ -6,11 +6,13 @@ dataset.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from optbench.checks import require_int, require_positive
@@ -23,6 +25,7 @@ from optbench.models.gpt import GPT
 from optbench.models.mlp import MLP
 from optbench.models.resnet import ResNet18
 from optbench.models.vit import ViT
+from optbench.user_code import import_object, keyword_parameters
 
 
 def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, ...]:
@@ -39,8 +42,10 @@ def widths(values: object, key: str, exactly: int | None = None) -> tuple[int, .
 class ModelEntry:
     description: str
     build: Callable[[DictConfig, DatasetInfo], nn.Module]
-    schema: type  # its config's keys and types (optbench/models/schemas.py)
-    inputs: str = "images"  # images (C, H, W) | tokens (block_size,)
+    # Its config's keys and types (optbench/models/schemas.py), or a function of the config
+    # that gives them (a user's class: its constructor's keys).
+    schema: type | Callable[[DictConfig], type]
+    inputs: str = "images"  # images (C, H, W) | tokens (block_size,) | any
 
 
 def _optional_int(value: object, name: str) -> int | None:
@@ -53,6 +58,51 @@ def _optional_positive(value: object, name: str) -> float | None:
 
 def input_kind(info: DatasetInfo) -> str:
     return "images" if len(info.shape) == 3 else "tokens"
+
+
+# What optbench gives a user's model class, where its constructor names them.
+DATASET_ARGUMENTS = ("input_shape", "num_classes")
+
+
+def _target_class(cfg: DictConfig) -> type[nn.Module]:
+    if OmegaConf.is_missing(cfg, "target"):
+        raise UserError(
+            "model=custom needs model.target, the import path of your nn.Module class "
+            "(e.g. model.target=mypkg.models.Net)"
+        )
+    cls = import_object(cfg.target, "model.target")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise UserError(f"model.target={cfg.target} is not a torch.nn.Module subclass")
+    return cls
+
+
+def _target_schema(cfg: DictConfig) -> type:
+    """name, target and the constructor's own keys (`+model.KEY=VALUE`)."""
+    own = keyword_parameters(_target_class(cfg), skip=DATASET_ARGUMENTS)
+    fields = [("name", str, field(default="custom")), ("target", str, field(default="???"))]
+    fields += [(key, Any, field(default=None)) for key in own]
+    return make_dataclass("CustomModelConfig", fields)
+
+
+def _target_model(cfg: DictConfig, info: DatasetInfo) -> nn.Module:
+    """A user's class, built with the dataset's `input_shape` ((C, H, W) images or
+    (block_size,) tokens) and `num_classes` (the vocabulary for tokens) where it takes them."""
+    cls = _target_class(cfg)
+    takes = inspect.signature(cls).parameters
+    given = {"input_shape": tuple(info.shape), "num_classes": info.num_classes}
+    kwargs = {k: v for k, v in given.items() if k in takes}
+    kwargs |= {
+        k: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k not in ("name", "target")
+    }
+    try:
+        return cls(**kwargs)
+    except Exception as err:
+        raise UserError(
+            f"model.target={cfg.target}: {cls.__name__}(...) raised {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        ) from None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -120,6 +170,12 @@ MODELS: dict[str, ModelEntry] = {
         ),
         schemas.MLPConfig,
     ),
+    "custom": ModelEntry(
+        "your nn.Module class (model.target), given input_shape and num_classes",
+        _target_model,
+        _target_schema,
+        inputs="any",
+    ),
 }
 
 
@@ -128,7 +184,7 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> nn.Module:
     if cfg.name not in MODELS:
         raise UserError(f"unknown model '{cfg.name}'; choose from {', '.join(MODELS)}")
     entry = MODELS[cfg.name]
-    if entry.inputs != input_kind(info):
+    if entry.inputs not in ("any", input_kind(info)):
         fits = ", ".join(n for n, e in MODELS.items() if e.inputs == input_kind(info))
         raise UserError(
             f"model={cfg.name} takes {entry.inputs}, but the dataset gives {input_kind(info)}; "

@@ -7,12 +7,13 @@ from optbench.optim.factory import (
     with_resolved_optimizer,
 )
 from optbench.optim.param_groups import parameter_groups
-from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, optimizer_info
+from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, info_of, optimizer_info
 
 __all__ = [
     "OPTIMIZERS",
     "OptimizerInfo",
     "build_optimizer",
+    "info_of",
     "optimizer_config",
     "optimizer_from_groups",
     "optimizer_info",

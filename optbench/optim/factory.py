@@ -14,22 +14,19 @@ from optbench.checks import is_number
 from optbench.config import group_option
 from optbench.errors import UserError
 from optbench.optim.param_groups import parameter_groups
-from optbench.optim.registry import OPTIMIZERS, OptimizerInfo, load_object, optimizer_info
+from optbench.optim.registry import (
+    CUSTOM,
+    OPTIMIZERS,
+    OptimizerInfo,
+    info_of,
+    load_backend,
+    load_object,
+    optimizer_info,
+)
+from optbench.user_code import keyword_parameters
 
-# Config keys that select or wrap an optimizer rather than being passed to its constructor.
-SELECTION_KEYS = ("name", "impl")
-# Keys of `optimizer=lookahead` that configure the wrapper itself; the rest go to the base.
-LOOKAHEAD_KEYS = ("name", "impl", "base", "k", "alpha")
-# The keys each builder takes for itself, by dotted path, loaded lazily like the builders.
-# A builder that takes `base` wraps that optimizer, which gets (and checks) the other keys;
-# any other builder passes them to its `backend` class.
-BUILDER_KEYS = {
-    "optbench.optim.muon.build_muon": "optbench.optim.muon.ADAMW_KEYS",
-    "optbench.optim.muon.build_normuon": "optbench.optim.muon.ADAMW_KEYS",
-    "optbench.optim.torch_muon.build_torch_muon": "optbench.optim.muon.ADAMW_KEYS",
-    "optbench.optim.muon_sgd.build_muon_sgd": "optbench.optim.muon_sgd.BUILDER_KEYS",
-    "optbench.optim.lookahead.build_lookahead": "optbench.optim.factory.LOOKAHEAD_KEYS",
-}
+# Config keys that select an optimizer rather than being passed to its constructor.
+SELECTION_KEYS = ("name", "impl", "target")
 
 
 # What pytorch-optimizer's constructors raise for an argument they refuse (not ValueErrors).
@@ -80,34 +77,28 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> None:
 def constructor_defaults(cls: type) -> dict[str, Any]:
     """The explicit keyword parameters of `cls` and their defaults (`inspect.Parameter.empty`
     where none): pytorch-optimizer's classes also take **kwargs, which would swallow a typo."""
-    return {
-        name: p.default
-        for name, p in inspect.signature(cls).parameters.items()
-        if name != "params" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
+    return keyword_parameters(cls, skip=("params",))
 
 
-def accepted_keys(info: OptimizerInfo, impl: str, base: str | None = None) -> dict[str, Any]:
-    """Every key optimizer `info` takes, with the default of the parameter it sets: the
-    constructor's, plus a builder's own keys (default `inspect.Parameter.empty`)."""
+def accepted_keys(cfg: DictConfig, info: OptimizerInfo | None = None) -> dict[str, Any]:
+    """Every key the optimizer `cfg` describes takes, with the default of the parameter it
+    sets: the constructor's, plus a builder's own keys (default `inspect.Parameter.empty`);
+    a wrapper's are its own plus its base's."""
+    info = info or info_of(cfg)
+    impl = cfg.get("impl", "library")
     if info.builder is None or impl != "library":
         return constructor_defaults(optimizer_class(info, impl))
-    own = BUILDER_KEYS.get(info.builder)
-    own_keys = {
-        key: inspect.Parameter.empty
-        for key in (load_object(own) if own else ())
-        if key not in SELECTION_KEYS
-    }
-    if "base" in own_keys:
-        return own_keys | accepted_keys(optimizer_info(base), impl)
-    return own_keys | constructor_defaults(load_object(info.backend))
+    own = {key: inspect.Parameter.empty for key in info.own_keys}
+    if "base" in own:
+        return own | accepted_keys(wrapped_config(cfg, info))
+    return own | constructor_defaults(load_backend(info))
 
 
-def check_keys(info: OptimizerInfo, impl: str, hparams: dict[str, Any]) -> None:
+def check_keys(info: OptimizerInfo, cfg: DictConfig, hparams: dict[str, Any]) -> None:
     """Raise a one-line UserError for a key the optimizer does not take, or betas of another
     length than its constructor's default (torch fails on them with an IndexError, or not
     at all)."""
-    accepted = accepted_keys(info, impl, hparams.get("base"))
+    accepted = accepted_keys(cfg, info)
     # The registry's fixed arguments are the backend's to take (AdamP's `cautious` is read
     # from its **kwargs).
     unknown = sorted(hparams.keys() - accepted.keys() - info.defaults.keys())
@@ -141,33 +132,58 @@ def optimizer_class(info: OptimizerInfo, impl: str) -> type[torch.optim.Optimize
         return load_object(info.reference)
     if impl != "library":
         raise UserError(f"optimizer.impl must be 'library' or 'reference', got '{impl}'")
-    return load_object(info.backend)
+    return load_backend(info)
 
 
 def optimizer_config(name: str) -> DictConfig:
-    """The documented defaults of optimizer `name`: its file in configs/optimizer/."""
-    optimizer_info(name)
+    """The documented defaults of optimizer `name`: its file in configs/optimizer/, or an
+    entry point's config; a dotted path names a user's class, with custom.yaml's defaults."""
+    if "." in name:
+        cfg = group_option("optimizer", CUSTOM)
+        cfg.target = name
+        optimizer_info(CUSTOM, name)  # it imports and is an optimizer class
+        return cfg
+    info = optimizer_info(name)
+    if info.config is not None:
+        return OmegaConf.create({"name": name, **info.config})
     return group_option("optimizer", name)
+
+
+def wrapped_config(cfg: DictConfig, info: OptimizerInfo) -> DictConfig:
+    """The config of the optimizer a wrapper (`info`, whose own keys include `base`) wraps:
+    the wrapper's keys but its own, under the base's name (or, for a dotted path, its class)."""
+    own = (*SELECTION_KEYS, *info.own_keys)
+    base = OmegaConf.create({k: v for k, v in cfg.items() if k not in own})
+    base.name = cfg.base
+    if "." in cfg.base:
+        base.name, base.target = CUSTOM, cfg.base
+    return base
 
 
 def resolve_optimizer_config(cfg: DictConfig) -> DictConfig:
     """`cfg` with a wrapper's base defaults filled in.
 
-    `optimizer=lookahead optimizer.base=adamw` takes AdamW's documented hyperparameters;
-    any key set on the lookahead node (non-null) overrides them. Other optimizers pass through.
+    `optimizer=lookahead optimizer.base=adamw` takes AdamW's documented hyperparameters
+    (`optimizer.base=mypkg.opt.MyAdam`: a user's class, with custom.yaml's); any key set on
+    the lookahead node (non-null) overrides them. Other optimizers pass through.
     """
-    if cfg.name != "lookahead":
+    info = info_of(cfg)
+    if "base" not in info.own_keys:
         return cfg
-    if cfg.base == "lookahead":
-        raise UserError("optimizer.base of lookahead must be another optimizer, not lookahead")
+    if not isinstance(cfg.base, str) or cfg.base == cfg.name:
+        raise UserError(
+            f"optimizer.base of {cfg.name} must be another optimizer's name or a class's "
+            f"import path, got {cfg.base!r}"
+        )
     base = optimizer_config(cfg.base)
+    wrapper_keys = (*SELECTION_KEYS, *info.own_keys)
     overrides = {
         k: v
         for k, v in OmegaConf.to_container(cfg).items()
-        if k not in LOOKAHEAD_KEYS and v is not None
+        if k not in wrapper_keys and v is not None
     }
     merged = OmegaConf.merge(base, overrides)
-    return OmegaConf.merge(merged, {k: cfg[k] for k in LOOKAHEAD_KEYS if k in cfg})
+    return OmegaConf.merge(merged, {k: cfg[k] for k in wrapper_keys if k in cfg})
 
 
 def with_resolved_optimizer(cfg: DictConfig) -> DictConfig:
@@ -207,11 +223,11 @@ def optimizer_from_groups(
     every group's LR before each step anyway (optbench/run/hyperparameters.py).
     """
     cfg = resolve_optimizer_config(cfg)
-    info = optimizer_info(cfg.name)
+    info = info_of(cfg)
     hparams = {**info.defaults, **hyperparameters(cfg)}
     validate_hyperparameters(info.name, hparams)
     impl = cfg.get("impl", "library")
-    check_keys(info, impl, hparams)
+    check_keys(info, cfg, hparams)
     if hparams.get("lr") == "auto":
         hparams["lr"] = 0.0
     for group in groups:
@@ -236,3 +252,11 @@ def optimizer_from_groups(
         return cls(groups, **hparams)
     except (ValueError, TypeError, *LIBRARY_ARGUMENT_ERRORS) as err:
         raise UserError(f"optimizer={info.name}: {str(err).strip().splitlines()[0]}") from None
+    except Exception as err:
+        if info.origin == "optbench":
+            raise
+        # A user's constructor that fails is their mistake to see in one line, not ours.
+        raise UserError(
+            f"optimizer={info.name}: {info.backend}(...) raised {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        ) from None

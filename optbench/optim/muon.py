@@ -18,10 +18,9 @@ from torch import Tensor
 
 from optbench.errors import UserError
 from optbench.optim.factory import hyperparameters
-from optbench.optim.registry import load_object
+from optbench.optim.registry import load_object, optimizer_info
 
 # AdamW settings of the non-matrix groups, taken from the config and not passed on to Muon.
-ADAMW_KEYS = ("adamw_lr", "adamw_betas", "adamw_eps", "adamw_wd")
 
 
 def uses_muon(param: torch.Tensor, layer: int, num_layers: int, kernels: bool = True) -> bool:
@@ -82,7 +81,7 @@ def build_muon(
                  "weight_decay": cfg.adamw_wd if group["weight_decay"] > 0 else 0.0}
             )  # fmt: skip
     try:
-        return load_object(muon_class)(split, **muon_kwargs(cfg, ADAMW_KEYS))
+        return load_object(muon_class)(split, **muon_kwargs(cfg, optimizer_info(cfg.name).own_keys))
     except (ValueError, TypeError) as err:
         raise UserError(f"optimizer={cfg.name}: {err}") from None
 

@@ -20,10 +20,10 @@ from torch import Tensor
 
 from optbench.errors import UserError
 from optbench.optim.muon import MuonAndRest, muon_kwargs, split_groups
+from optbench.optim.registry import optimizer_info
 
 # What the builder takes for itself: the SGD part's settings (weight_decay: the groups' decay,
 # which only the SGD part applies); the other keys go to FilterMuon.
-BUILDER_KEYS = ("sgd_lr", "sgd_momentum", "weight_decay")
 # airbench's quintic Newton-Schulz coefficients, chosen to maximise the slope at zero.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -128,6 +128,6 @@ def build_muon_sgd(
                  "nesterov": True, "weight_decay": group["weight_decay"]}
             )  # fmt: skip
     try:
-        return MuonWithSGD(split, **muon_kwargs(cfg, BUILDER_KEYS))
+        return MuonWithSGD(split, **muon_kwargs(cfg, optimizer_info(cfg.name).own_keys))
     except (ValueError, TypeError) as err:
         raise UserError(f"optimizer={cfg.name}: {err}") from None

@@ -3,16 +3,26 @@
 Adding an optimizer is adding one `OptimizerInfo` here and one file in `configs/optimizer/`.
 Implementations are named by dotted path and imported only when asked for, so a missing
 optional backend fails for that optimizer alone, with a one-line message.
+
+A user's optimizer is the same kind of thing, made from their class: an `optimizer:` config
+with a `target` (optimizer=custom, or their own YAML), or an `OptimizerInfo` an installed
+package registers under the entry-point group `optbench.optimizers`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from optbench.errors import UserError
+from optbench.user_code import import_object
 
 # bitsandbytes warns on import that an optional 4-bit CPU matmul kernel is missing; its 8-bit
 # optimizers do not use that kernel.
@@ -32,13 +42,25 @@ class OptimizerInfo:
     hessian: bool = False  # wants Hessian-diagonal estimates from the trainer (Sophia)
     schedule_free: bool = False  # needs optimizer.train()/.eval() around evaluation
     builder: str | None = None  # dotted path of a function(groups, cfg, device) -> optimizer
+    # The keys the builder takes for itself; a builder whose own keys include `base` wraps
+    # that optimizer (Lookahead), which gets and checks the other keys.
+    own_keys: tuple[str, ...] = ()
     # Sets its own step size (its lr, 1.0, only multiplies it): the tuning protocol searches no
     # hyperparameters for it and gives its one run 1.5x the epochs (AlgoPerf's self-tuning track).
     self_tuning: bool = False
+    # Documented hyperparameters, for an optimizer with no file in configs/optimizer/ (an
+    # entry point's): what `optimizer=NAME` selects.
+    config: dict[str, Any] | None = None
+    # Where it comes from: optbench, `target` (a class given by import path) or the
+    # distribution that registered it; only optbench's own backends are imported with
+    # load_object's install hint.
+    origin: str = "optbench"
 
 
 _PO = "pytorch_optimizer."
 _ADAM_STATE = "2 x params"
+# The AdamW part of the Muon variants: its own LR, betas, eps and weight decay.
+_ADAMW_KEYS = ("adamw_lr", "adamw_betas", "adamw_eps", "adamw_wd")
 
 OPTIMIZERS: dict[str, OptimizerInfo] = {
     info.name: info
@@ -119,6 +141,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "muon", "orthogonalised momentum for matrices, AdamW for the rest (Jordan et al. 2024)",
             _PO + "Muon", "1 x matrices, 2 x the rest", builder="optbench.optim.muon.build_muon",
+            own_keys=_ADAMW_KEYS,
         ),
         OptimizerInfo(
             "schedule_free", "Schedule-Free AdamW: no LR schedule needed (Defazio et al. 2024)",
@@ -127,7 +150,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "lookahead", "k fast steps of a base optimizer, then a step of the slow weights (Zhang et al. 2019)",
             _PO + "Lookahead", "base + 1 x params",
-            builder="optbench.optim.lookahead.build_lookahead",
+            builder="optbench.optim.lookahead.build_lookahead", own_keys=("base", "k", "alpha"),
         ),
         OptimizerInfo(
             "adopt", "Adam normalising by the previous second moment, clipped (Taniguchi et al. 2024)",
@@ -175,17 +198,18 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "normuon", "Muon with a per-neuron second moment of the orthogonalised update (Li et al. 2025)",
             _PO + "NorMuon", "1 x matrices + 1 per row, 2 x the rest (1.0 x on ResNet-18)",
-            builder="optbench.optim.muon.build_normuon",
+            builder="optbench.optim.muon.build_normuon", own_keys=_ADAMW_KEYS,
         ),
         OptimizerInfo(
             "muon_sgd", "airbench94_muon's split: weight-normalised Muon for filters, Nesterov SGD for the rest",
             "optbench.optim.muon_sgd.FilterMuon", "1 x params",
             builder="optbench.optim.muon_sgd.build_muon_sgd",
+            own_keys=("sgd_lr", "sgd_momentum", "weight_decay"),
         ),
         OptimizerInfo(
             "torch_muon", "torch's Muon for 2-D hidden matrices, AdamW for the rest (Jordan et al. 2024)",
             "torch.optim.Muon", "1 x 2-D matrices, 2 x the rest (2.0 x on ResNet-18: its kernels are 4-D)",
-            builder="optbench.optim.torch_muon.build_torch_muon",
+            builder="optbench.optim.torch_muon.build_torch_muon", own_keys=_ADAMW_KEYS,
         ),
         OptimizerInfo(
             "prodigy", "self-tuning Adam: estimates its own step size d (Mishchenko & Defazio 2024)",
@@ -199,10 +223,97 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
 }  # fmt: skip
 
 
-def optimizer_info(name: str) -> OptimizerInfo:
-    if name not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer '{name}'; choose from {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
+ENTRY_POINT_GROUP = "optbench.optimizers"
+# The name of a config with a `target`, and of configs/optimizer/custom.yaml.
+CUSTOM = "custom"
+
+
+@functools.cache
+def entry_point_optimizers() -> dict[str, OptimizerInfo]:
+    """The optimizers installed packages register: each entry point of the group names an
+    `OptimizerInfo` whose backend is the package's class and whose `config` documents it."""
+    found = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {entry.name} = {entry.value}"
+        try:
+            info = entry.load()
+        except Exception as err:
+            raise UserError(f"{where} does not load: {type(err).__name__}: {err}") from None
+        if not isinstance(info, OptimizerInfo):
+            raise UserError(f"{where} must name an optbench.optim.OptimizerInfo, got {info!r}")
+        if entry.name in OPTIMIZERS or info.name != entry.name:
+            raise UserError(f"{where}: the name must be its OptimizerInfo's and not optbench's own")
+        origin = entry.dist.name if entry.dist is not None else entry.value
+        found[entry.name] = OptimizerInfo(
+            **{**info.__dict__, "origin": origin, "config": dict(info.config or {})}
+        )
+    return found
+
+
+def store_entry_point_configs() -> None:
+    """Make `optimizer=NAME` select each entry point's documented config, through Hydra's
+    ConfigStore (its file would otherwise have to sit in configs/optimizer/)."""
+    from hydra.core.config_store import ConfigStore
+
+    for name, info in entry_point_optimizers().items():
+        ConfigStore.instance().store(
+            group="optimizer", name=name, node={"name": name, **info.config}
+        )
+
+
+def all_optimizers() -> dict[str, OptimizerInfo]:
+    """optbench's optimizers, then those installed packages register."""
+    return OPTIMIZERS | entry_point_optimizers()
+
+
+def optimizer_info(name: str, target: str | None = None) -> OptimizerInfo:
+    """The optimizer `name` selects, or, given a `target`, the user's class it names."""
+    if target is not None:
+        return target_optimizer(name, target)
+    known = all_optimizers()
+    if name not in known:
+        raise UserError(f"unknown optimizer '{name}'; choose from {', '.join(known)}")
+    return known[name]
+
+
+def info_of(cfg: DictConfig) -> OptimizerInfo:
+    """The optimizer an `optimizer:` config describes."""
+    if "target" in cfg and OmegaConf.is_missing(cfg, "target"):
+        raise UserError(
+            f"optimizer={cfg.name} needs optimizer.target, the import path of your optimizer "
+            "class (e.g. optimizer.target=mypkg.opt.MyAdam)"
+        )
+    return optimizer_info(cfg.name, cfg.get("target"))
+
+
+def target_optimizer(name: str, target: str) -> OptimizerInfo:
+    """A user's optimizer class given by import path (`optimizer.target=mypkg.opt.MyAdam`)."""
+    if name in all_optimizers():
+        raise UserError(
+            f"optimizer.name={name} is optbench's own optimizer; name yours something else "
+            "(or drop optimizer.target)"
+        )
+    import torch  # the registry itself is read without torch (optbench optimizers, report)
+
+    cls = import_object(target, "optimizer.target")
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise UserError(
+            f"optimizer.target={target} is not a torch.optim.Optimizer subclass "
+            f"(it is {_kind(cls)})"
+        )
+    doc = (inspect.getdoc(cls) or "").strip().splitlines()
+    return OptimizerInfo(
+        name, doc[0] if doc else f"{cls.__name__} from {cls.__module__}", target, "?",
+        origin="target",
+    )  # fmt: skip
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__name__}"
+    if callable(obj):
+        return f"the function {getattr(obj, '__name__', obj)}"
+    return f"a {type(obj).__name__}"
 
 
 def load_object(dotted_path: str) -> Any:
@@ -215,3 +326,10 @@ def load_object(dotted_path: str) -> Any:
             f"{dotted_path} needs the package '{err.name}': pip install {err.name}"
         ) from None
     return getattr(module, attr)
+
+
+def load_backend(info: OptimizerInfo) -> type:
+    """The class behind `info`: optbench's own with an install hint, a user's as they named it."""
+    if info.origin == "optbench":
+        return load_object(info.backend)
+    return import_object(info.backend, f"optimizer={info.name}'s class")

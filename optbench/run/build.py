@@ -20,7 +20,7 @@ from optbench.data import DeviceBatches, ImageDataset, TextDataset, load_dataset
 from optbench.data.text import TokenWindows
 from optbench.errors import UserError
 from optbench.models import build_model
-from optbench.optim import build_optimizer, optimizer_info, with_resolved_optimizer
+from optbench.optim import build_optimizer, info_of, with_resolved_optimizer
 from optbench.optim.hessian import HutchinsonHessian
 from optbench.optim.momentum import has_momentum_coefficient, momentum_in_use
 from optbench.run.auto_lr import auto_keys
@@ -194,7 +194,7 @@ def build_run(cfg: DictConfig, *, meta: bool = False) -> Run:
     compile_to = check_compile(t, momentum_changes=cycling, device=plan.device)
     if compile_to == "step" and not meta:
         compile_optimizer_step(optimizer, t.compile_mode)
-    info = optimizer_info(cfg.optimizer.name)
+    info = info_of(cfg.optimizer)
     hessian = None
     if info.hessian:
         hessian = HutchinsonHessian(cfg.optimizer.update_period, cfg.optimizer.num_samples)

@@ -13,7 +13,7 @@ from optbench.checks import require_int, require_positive
 from optbench.data import DatasetInfo, dataset_info
 from optbench.distributed import World, launched
 from optbench.errors import UserError
-from optbench.optim.registry import optimizer_info
+from optbench.optim.registry import info_of
 from optbench.schedules import scheduler_info
 
 AMP_MODES = ("none", "fp16", "bf16")
@@ -123,7 +123,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
             f"trainer.amp=fp16 needs a CUDA device, but the device is {device}; "
             "use trainer.amp=bf16 or trainer.amp=none"
         )
-    if t.amp == "fp16" and optimizer_info(cfg.optimizer.name).hessian:
+    if t.amp == "fp16" and info_of(cfg.optimizer).hessian:
         raise UserError(
             f"optimizer={cfg.optimizer.name} estimates Hessians, which fp16 loss scaling would distort; "
             "use trainer.amp=bf16 or none"

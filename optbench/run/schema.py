@@ -27,7 +27,7 @@ from optbench.data import DATASETS
 from optbench.errors import UserError
 from optbench.models import MODELS
 from optbench.optim.factory import accepted_keys
-from optbench.optim.registry import optimizer_info
+from optbench.optim.registry import info_of
 from optbench.schedules.registry import SCHEDULERS
 
 
@@ -206,16 +206,18 @@ def _entry_schema(group: str, cfg: DictConfig, registry: dict[str, Any]) -> type
     name = OmegaConf.select(cfg, f"{group}.name")
     if name not in registry:
         raise UserError(f"unknown {group} '{name}'; choose from {', '.join(registry)}")
-    return registry[name].schema
+    schema = registry[name].schema
+    return schema if isinstance(schema, type) else schema(cfg[group])
 
 
 def optimizer_schema(cfg: DictConfig) -> type:
     """An optimizer's keys, from its constructor (and its builder's own keys): a switch (a
     key whose default in the signature, or documented value, is true or false) is typed as
     one; numbers, pairs and `auto` are left to the optimizer's own checks."""
-    info = optimizer_info(cfg.name)
-    accepted = accepted_keys(info, cfg.get("impl", "library"), cfg.get("base"))
-    keys = dict.fromkeys(["name", "impl", *accepted, *info.defaults])
+    info = info_of(cfg)
+    accepted = accepted_keys(cfg, info)
+    own = ["target"] if info.origin == "target" else []
+    keys = dict.fromkeys(["name", "impl", *own, *accepted, *info.defaults])
 
     def switch(key: str) -> bool:
         default = accepted.get(key, inspect.Parameter.empty)
@@ -270,7 +272,8 @@ def typed(cfg: DictConfig) -> DictConfig:
 def _check_blocks(schema: DictConfig, cfg: DictConfig, prefix: str) -> None:
     """A block of keys (`trainer.clip`) given a single value is refused by its name, and so is
     a key removed with `~` (it would silently take the schema's default)."""
-    for key, node in schema.items():
+    for key in schema:
+        node = schema._get_node(key)  # unresolved: a `???` default is not an error here
         if key not in cfg and not prefix.startswith("optimizer."):
             raise UserError(f"{prefix}{key} is missing; set it rather than remove it")
         if isinstance(node, DictConfig) and key in cfg:

@@ -25,6 +25,16 @@ class Constant:
 
 
 @dataclass(frozen=True)
+class Table:
+    """A factor computed once per step (a user's function), held at its last value after."""
+
+    values: tuple[float, ...]
+
+    def __call__(self, t: int) -> float:
+        return self.values[min(t, len(self.values) - 1)]
+
+
+@dataclass(frozen=True)
 class Steps:
     """x gamma at each milestone step (StepLR: milestones every `step_size`)."""
 

@@ -10,6 +10,8 @@ changing epochs, batch size or accumulation never cuts a schedule short or overr
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from optbench.checks import is_number
 from optbench.errors import UserError
 from optbench.schedules import factors, schemas
 from optbench.schedules.factors import Constant
+from optbench.user_code import import_object
 
 Factor = Callable[[int], float]
 
@@ -168,6 +171,43 @@ def _plateau(cfg, horizon):
     return Constant()  # the reductions are the Plateau's state, not a function of the step
 
 
+def _target(cfg, horizon):
+    """A user's function of the step, `f(step, total_steps) -> factor`, over the main phase.
+
+    Every step's factor is computed here, once: a schedule that fails or is not a finite,
+    non-negative number fails before training, in one line.
+    """
+    function = import_object(cfg.target, "scheduler.target")
+    if isinstance(function, type) or not callable(function):
+        raise UserError(
+            f"scheduler.target={cfg.target} must be a function f(step, total_steps) -> factor, "
+            f"got {'a class' if isinstance(function, type) else type(function).__name__}"
+        )
+    try:
+        inspect.signature(function).bind(0, horizon.steps)
+    except TypeError:
+        raise UserError(
+            f"scheduler.target={cfg.target} must take two arguments, (step, total_steps)"
+        ) from None
+    except ValueError:  # a builtin without a signature: calling it is the check
+        pass
+    values = []
+    for step in range(horizon.steps):
+        try:
+            value = function(step, horizon.steps)
+        except Exception as err:
+            raise UserError(
+                f"scheduler.target={cfg.target} raised {type(err).__name__} at step {step}: {err}"
+            ) from None
+        if not (is_number(value) and math.isfinite(value) and value >= 0):
+            raise UserError(
+                f"scheduler.target={cfg.target} returned {value!r} at step {step}; an LR "
+                "factor must be a finite number >= 0"
+            )
+        values.append(float(value))
+    return factors.Table(tuple(values))
+
+
 SCHEDULERS: dict[str, SchedulerInfo] = {
     "constant": SchedulerInfo("the optimizer's LR throughout", "ConstantLR", lambda c, h: Constant(), schema=schemas.ConstantConfig),
     "step": SchedulerInfo("multiply by gamma every step_size epochs", "StepLR", _step, schema=schemas.StepConfig),
@@ -185,4 +225,5 @@ SCHEDULERS: dict[str, SchedulerInfo] = {
     "plateau": SchedulerInfo(
         "multiply by factor when a validation metric stalls", "ReduceLROnPlateau", _plateau, True, schema=schemas.PlateauConfig),
     "cyclic": SchedulerInfo("triangular cycles between two LRs (Smith 2017)", "CyclicLR", _cyclic, schema=schemas.CyclicConfig),
+    "custom": SchedulerInfo("your function f(step, total_steps) -> factor (scheduler.target)", "LambdaLR", _target, schema=schemas.CustomConfig),
 }  # fmt: skip

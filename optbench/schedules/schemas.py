@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 
 @dataclass
 class ConstantConfig:
@@ -102,3 +104,9 @@ class CyclicConfig(ConstantConfig):
     cycle_momentum: bool = True
     base_momentum: float = 0.8
     max_momentum: float = 0.9
+
+
+@dataclass
+class CustomConfig(ConstantConfig):
+    name: str = "custom"
+    target: str = MISSING  # dotted path of f(step, total_steps) -> factor
