@@ -18,6 +18,7 @@ from optbench.run.step import StepResult
 from optbench.run.sync import to_host
 from optbench.tasks import Task
 from optbench.tracking.files import append_json_line
+from optbench.tracking.scalar_layout import ScalarTags
 
 
 @dataclass
@@ -75,7 +76,7 @@ class DiscardingWriter:
 class TrainingLog:
     run_dir: Path | None  # None: another rank writes metrics.jsonl
     writer: SummaryWriter | DiscardingWriter
-    group_names: list[str]
+    tags: ScalarTags  # which optional families this run writes
     interval: int
     pending: list[PendingStep] = field(default_factory=list)
     scaler_skips: int = 0
@@ -108,14 +109,16 @@ class TrainingLog:
         for p, (loss, norm, clipped) in zip(self.pending, values, strict=True):
             self.writer.add_scalar("train/loss_step", loss, p.step)
             self.writer.add_scalar("grad_norm/before_clip", norm, p.step)
-            self.writer.add_scalar("grad_norm/after_clip", clipped, p.step)
-            for name, lr, momentum in zip(self.group_names, p.lrs, p.momenta, strict=True):
+            if self.tags.clipping:
+                self.writer.add_scalar("grad_norm/after_clip", clipped, p.step)
+            for name, lr, momentum in zip(self.tags.groups, p.lrs, p.momenta, strict=True):
                 self.writer.add_scalar(f"lr/{name}", lr, p.step)
-                if momentum is not None:
+                if self.tags.momentum and momentum is not None:
                     self.writer.add_scalar(f"momentum/{name}", momentum, p.step)
-        self.writer.add_scalar(
-            "train/scaler_skipped_steps", self.scaler_skips, self.pending[-1].step
-        )
+        if self.tags.scaler:
+            self.writer.add_scalar(
+                "train/scaler_skipped_steps", self.scaler_skips, self.pending[-1].step
+            )
         self.latest_loss = values[-1][0]
         self.pending.clear()
 
@@ -130,9 +133,10 @@ class TrainingLog:
         if self.run_dir is not None:
             append_json_line(self.run_dir / "metrics.jsonl", record)
         # Everything on the optimizer-step axis, so runs with different epoch lengths line up
-        # and a resumed run can purge what was logged after its checkpoint.
+        # and a resumed run can purge what was logged after its checkpoint; the axis makes
+        # `step` and `epoch` curves of themselves.
         for key, value in record.items():
-            if key not in ("step", "examples") and isinstance(value, int | float):
+            if key not in ("step", "examples", "epoch") and isinstance(value, int | float):
                 self.writer.add_scalar(epoch_tag(key), value, record["step"])
 
 

@@ -48,6 +48,7 @@ from optbench.tracking.results import (
     best_key,
 )
 from optbench.tracking.run_info import run_info
+from optbench.tracking.scalar_layout import ScalarTags, write_layout
 from optbench.tracking.training_log import DiscardingWriter, EpochTotals, TrainingLog
 from optbench.train import checkpoint
 from optbench.train.interrupts import StopSignals
@@ -255,9 +256,10 @@ class Training:
             )
         purge = state.step if resume else None
         writer = SummaryWriter(str(run_dir), purge_step=purge) if main else DiscardingWriter()
-        training_log = TrainingLog(
-            run_dir if main else None, writer, run.group_names, t.log_interval
-        )
+        tags = ScalarTags.of(run)
+        if main and resume is None:
+            write_layout(writer, tags)
+        training_log = TrainingLog(run_dir if main else None, writer, tags, t.log_interval)
         if resume is not None:
             training_log.scaler_skips = resume[1]["log"]["scaler_skips"]
             training_log.latest_loss = resume[1]["log"]["latest_loss"]
@@ -442,7 +444,7 @@ class Training:
         results = self.results(status, diagnosis, wall_time_s)
         if not self.run.plan.world.main:
             return results
-        write_hparams(self.writer, self.run.cfg, results)
+        write_hparams(self.writer, self.run_dir, self.run.cfg, self.log.tags, results)
         self.writer.close()
         atomic_write_json(self.run_dir / "results.json", results)
         console.print(
