@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
+from datetime import datetime
 from pathlib import Path
 
 from rich.measure import Measurement
@@ -28,6 +30,7 @@ from optbench.report.document import (
     tensorboard_command,
 )
 from optbench.report.document import plots as figures
+from optbench.report.html import report_html
 from optbench.report.profiles import SECONDS, TIME_UNITS
 from optbench.report.sensitivity import DEFAULT_TOLERANCE
 from optbench.report.summary import Summary, by_headline
@@ -53,8 +56,9 @@ DESCRIPTION = """\
 Compare the runs under one or more run or sweep directories: one group per setting of the
 keys the runs differ in (the seed and paths aside), mean ± std and a 95% t-interval over seeds,
 failed runs listed; each group against its workload's baseline group: Welch's t-test, Hedges' g
-and the seeds per group that would resolve the difference. Writes report.md, report.csv (one
-row per group), runs.csv (one row per run) and PNG figures. Scores methods by time to target:
+and the seeds per group that would resolve the difference. Writes report.md, report.html (the
+same in one file, figures embedded, tables sortable), report.csv (one row per group), runs.csv
+(one row per run) and PNG figures. Scores methods by time to target:
 AlgoPerf's integrated performance profile and the geometric-mean speedup over the baseline
 (scores.csv; with two or more workloads, dataset + model, the profiles' plot too). For each
 numeric setting swept over 3 or more values (an LR grid), the final metric against it with
@@ -151,8 +155,12 @@ def print_table(table: Table) -> None:
         console.width = width
 
 
+def report_title(c: Comparison) -> str:
+    return f"optbench report: {len(c.runs)} runs, {len(c.summaries)} groups"
+
+
 def print_comparison(c: Comparison) -> None:
-    title = f"optbench report: {len(c.runs)} runs, {len(c.summaries)} groups"
+    title = report_title(c)
     sections = by_headline(c.summaries)
     if len(sections) == 1:
         print_table(rich_table(c.summaries, c.shown, title))
@@ -190,8 +198,9 @@ def print_comparison(c: Comparison) -> None:
     console.print(f"HParams view of every run: {tensorboard_command(c)}", **plain)
 
 
-def write_comparison(c: Comparison, out: Path) -> list[str]:
-    """Write the report files into `out`; returns their names."""
+def write_comparison(c: Comparison, out: Path, command: str) -> list[str]:
+    """Write the report files into `out`; returns their names. `command`: the command line
+    that asked for them, which report.html names."""
     # matplotlib and TensorBoard load only once the runs are read: mistakes stay fast.
     from optbench.report import plots
 
@@ -211,7 +220,7 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     plots.plot_epoch_curves(c.summaries, "train_loss", "training loss", out / "train_loss.png")
     plots.plot_lr(c.summaries, out / "lr.png")
     plots.plot_final(c.summaries, out / FINAL_PLOT, final_label(headlines(c)))
-    written = ["report.md", "report.csv", "runs.csv", *figures(headlines(c))]
+    written = ["report.md", "report.html", "report.csv", "runs.csv", *figures(headlines(c))]
     if c.scoring is not None:
         atomic_write_text(out / "scores.csv", scores_csv(c.scoring))
         written.append("scores.csv")
@@ -224,7 +233,10 @@ def write_comparison(c: Comparison, out: Path) -> list[str]:
     for s in c.sensitivities:
         plots.plot_sensitivity(s, out / s.figure)
         written.append(s.figure)
+    when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    page = report_html(markdown, out, report_title(c), when, command)  # reads the figures
     atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", page)
     return written
 
 
@@ -238,7 +250,7 @@ def run_report(args: list[str]) -> int:
     )
     print_comparison(comparison)
     out = opts.out or opts.dirs[0] / "report"
-    written = write_comparison(comparison, out)
+    written = write_comparison(comparison, out, shlex.join(["optbench", "report", *args]))
     console.print(
         f"wrote {out}/: {', '.join(written)}", markup=False, highlight=False, soft_wrap=True
     )
