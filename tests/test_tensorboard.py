@@ -16,6 +16,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
 from optbench.cli import main
+from optbench.tracking.hparams import Sweep
 from optbench.train.trainer import train
 
 README = Path(__file__).parents[1] / "README.md"
@@ -142,3 +143,19 @@ def test_a_sweep_folder_shows_the_keys_the_sweep_varies_first_with_every_value(t
         job = sweep / group.name[-1]
         last = next(m for m in group.metric_values if m.name.tag == "val/acc")
         assert last.value == EventAccumulator(str(job)).Reload().Scalars("val/acc")[-1].value
+
+
+def test_a_sweep_s_keys_come_from_its_overrides_and_a_preset_s_params(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n"
+        "  overrides:\n"
+        "    task: ['dataset=synthetic', 'trainer.seed=range(0,3)', 'trainer.clip.max=0.5,1']\n"
+        "  sweeper:\n"
+        "    params: {optimizer: 'sgd,lion'}\n"
+    )
+    assert Sweep.of(tmp_path / "job").values == {
+        "seed": [0, 1, 2], "trainer.clip.max": [0.5, 1], "optimizer": ["sgd", "lion"],
+    }  # fmt: skip
+    (tmp_path / "multirun.yaml").write_text("hydra: [unclosed")
+    assert Sweep.of(tmp_path / "job").values == {}  # unreadable: no sweep, and no error

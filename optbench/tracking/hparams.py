@@ -14,17 +14,23 @@ point: no single-point copies are written.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
+from yaml import YAMLError
 
 from optbench.tracking.results import COMPLETED, DIVERGED
 from optbench.tracking.scalar_layout import ScalarTags
@@ -48,6 +54,7 @@ SESSION_STATUS = {COMPLETED: api_pb2.STATUS_SUCCESS, DIVERGED: api_pb2.STATUS_FA
 COSTS = ("epoch/train_time_s", "epoch/images_per_s")
 
 Scalar = bool | int | float | str
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,14 +67,14 @@ class Sweep:
     @classmethod
     def of(cls, run_dir: Path) -> Sweep:
         """The sweep whose folder holds `run_dir` (none if it is not a sweep's job)."""
-        path = run_dir.parent / "multirun.yaml"
-        if not path.is_file():
-            return cls({})
-        hydra = OmegaConf.to_container(OmegaConf.load(path).hydra, resolve=False)
-        params = hydra.get("sweeper", {}).get("params") or {}  # what presets declare
-        lines = [*hydra["overrides"]["task"], *(f"{k}={v}" for k, v in params.items())]
+
+        def task_and_params(multirun: Any) -> list[str]:
+            hydra = OmegaConf.to_container(multirun.hydra, resolve=False)
+            params = hydra.get("sweeper", {}).get("params") or {}  # what presets declare
+            return [*hydra["overrides"]["task"], *(f"{k}={v}" for k, v in params.items())]
+
         values = {}
-        for override in OverridesParser.create().parse_overrides(lines):
+        for override in _read_overrides(run_dir.parent / "multirun.yaml", task_and_params):
             if override.is_sweep_override():
                 iterable = override.is_choice_sweep() or override.is_range_sweep()
                 key = setting_name(override.key_or_group)
@@ -89,14 +96,20 @@ def _scalar(value: Any) -> Scalar:
 
 def _job_overrides(run_dir: Path) -> dict[str, Any]:
     """The values a sweep's job was given (Hydra's `.hydra/overrides.yaml`), by setting name."""
-    path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = _read_overrides(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_container)
+    return {setting_name(o.key_or_group): o.value() for o in overrides}
+
+
+def _read_overrides(path: Path, lines_of: Callable[[Any], list[str]]) -> list[Override]:
+    """The overrides in one of Hydra's files; none if it is absent or unreadable (the HParams
+    entry then goes without them: the run's results must still be written)."""
     if not path.is_file():
-        return {}
-    lines = OmegaConf.to_container(OmegaConf.load(path))
-    return {
-        setting_name(o.key_or_group): o.value()
-        for o in OverridesParser.create().parse_overrides(lines)
-    }
+        return []
+    try:
+        return OverridesParser.create().parse_overrides(lines_of(OmegaConf.load(path)))
+    except (HydraException, OmegaConfBaseException, YAMLError, OSError, KeyError, TypeError) as err:
+        log.warning("HParams: cannot read the overrides in %s (%s)", path, err)
+        return []
 
 
 def run_hparams(cfg: DictConfig, sweep: Sweep, run_dir: Path) -> dict[str, Scalar]:
