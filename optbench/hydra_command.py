@@ -15,9 +15,11 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,12 +43,24 @@ from optbench.errors import UserError
 CONFIG_MODULE = "optbench.configs"
 # Set by `trainer.devices` for the ranks it starts: the starting process checked the config.
 CHECKED_ENV = "OPTBENCH_CONFIG_CHECKED"
-VERSION_BASE = "1.3"
+# Hydra 1.3 wants its compatibility level named (without it, 1.1's defaults and a warning);
+# 1.4 has only its own defaults and deprecates the argument, which 1.5 removes.
+HYDRA_1_4 = tuple(int(part) for part in hydra.__version__.split(".")[:2]) >= (1, 4)
+VERSION_BASE: dict[str, str] = {} if HYDRA_1_4 else {"version_base": "1.3"}
+# What a config may name for Hydra to build (hydra.callbacks' `_target_`s, job logging's
+# handler classes): from 1.4 Hydra warns about a target its caller does not list, and 1.5
+# refuses it; with a list given, 1.4 refuses what is not on it (logging's own classes aside).
+EXECUTION_WHITELIST = ("optbench.*",)
 # Hydra flags that print something instead of running jobs.
 _INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 
 Check = Callable[[DictConfig], None]
 Task = Callable[[DictConfig, Path], Any]
+
+
+def initialize_configs() -> initialize_config_module:
+    """Hydra on optbench's configs, as `hydra.main` sees them: `compose` inside it."""
+    return initialize_config_module(config_module=CONFIG_MODULE, **VERSION_BASE)
 
 
 def _compose_only(cfg: DictConfig) -> None:
@@ -179,7 +193,7 @@ def preflight(
     """Compose and check every job and where it would be written (with `new_output`, also
     that it overwrites nothing); returns each job's overrides and that folder."""
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+        with initialize_configs():
             jobs = job_overrides(config_name, overrides, multirun)
             resuming = True
             for job in jobs:
@@ -210,7 +224,7 @@ def _rank_overrides(config_name: str, overrides: list[str]) -> list[str]:
     keys = [k for k in ("hydra.run.dir", "hydra.sweep.dir") if k not in given]
     dirs = {}
     if distributed.current().main:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+        with initialize_configs():
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
             dirs = {k: str(OmegaConf.select(cfg, k)) for k in keys}
     added = [f"{k}={quoted(v)}" for k, v in distributed.from_main(dirs).items()]
@@ -298,8 +312,9 @@ def run_hydra_command(
     # Hydra's own parser wants its flags before the overrides (`-m` may come anywhere here).
     flag_args = [a for a in args if a not in flags.overrides]
     sys.argv = [f"optbench {name}", *flag_args, *overrides]
+    whitelist = {"execution_whitelist": list(EXECUTION_WHITELIST)} if HYDRA_1_4 else {}
     main = hydra.main(
-        version_base=VERSION_BASE, config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name
+        config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, **VERSION_BASE, **whitelist
     )
     started = time.time()
     main(hydra_task)()

@@ -34,11 +34,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_module
+from hydra import compose
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_throughput as throughput  # a script beside this one
 
+from optbench.hydra_command import initialize_configs
 from optbench.run import sync
 from optbench.run.plan import synchronize
 from optbench.run.step import TrainStep
@@ -90,7 +91,7 @@ def airbench_config(args: argparse.Namespace, device: torch.device, run_dir: Pat
     ]  # fmt: skip
     if args.quick:
         overrides += ["model.widths=[8,16,16]", "trainer.batch_size=128"]
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         return compose("train", overrides=overrides)
 
 

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_module
+from hydra import compose
 from omegaconf import DictConfig
 
 from optbench.data import load_dataset
+from optbench.hydra_command import initialize_configs
 from optbench.models import build_model
 from optbench.run.plan import plan_run, synchronize
 from optbench.tracking.run_info import device_name
@@ -71,7 +72,7 @@ def compose_config(args: argparse.Namespace) -> DictConfig:
         f"trainer.device={args.device}", f"trainer.eval_interval={epochs}",
         "trainer.checkpoint_every=0", "trainer.progress=false",
     ]  # fmt: skip
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         return compose("train", overrides=overrides)
 
 

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_module
+from hydra import compose
 from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
@@ -67,6 +67,7 @@ from torchvision import transforms
 
 from optbench.data import load_dataset
 from optbench.errors import UserError
+from optbench.hydra_command import initialize_configs
 from optbench.models import build_model
 from optbench.run.build import uses_channels_last
 from optbench.run.plan import plan_run, synchronize
@@ -168,7 +169,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def compose_config(args: argparse.Namespace) -> DictConfig:
     """The benchmark's config, composed exactly as the CLI composes it."""
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         return compose("train", overrides=train_overrides(args))
 
 

@@ -13,9 +13,10 @@ import math
 import sys
 
 import numpy as np
-from hydra import compose, initialize_config_module
+from hydra import compose
 
 from optbench.data.text import BYTES, load_text, text_info
+from optbench.hydra_command import initialize_configs
 
 
 def held_out_bits(train: np.ndarray, test: np.ndarray, k: float) -> tuple[float, float]:
@@ -32,7 +33,7 @@ def held_out_bits(train: np.ndarray, test: np.ndarray, k: float) -> tuple[float,
 
 
 def main(overrides: list[str]) -> None:
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         cfg = compose("train", overrides=overrides).dataset
     data = load_text(cfg, text_info(cfg))
     train, test = data.train.numpy().astype(np.int64), data.test.numpy().astype(np.int64)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
+from hydra import compose
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from optbench.hydra_command import initialize_configs
 
 
 def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """A config composed exactly as the CLI composes it."""
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         return compose(config_name, overrides=list(overrides))
 
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from hydra import compose
 from omegaconf import OmegaConf
 
 from optbench.errors import UserError
-from optbench.hydra_command import job_overrides, preflight
+from optbench.hydra_command import initialize_configs, job_overrides, preflight
 from optbench.train.preflight import check_train_config
 
 FAST = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=mlp",
@@ -53,7 +53,7 @@ def run(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProces
 
 
 def compose_job(*overrides: str):
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -106,7 +106,7 @@ def test_the_large_batch_variants_are_four_configs_at_effective_batch_1024_with_
         "lars": 1.0,
         "lamb": 5e-3,
     }  # each optimizer's documented LR at batch 128
-    with initialize_config_module(config_module="optbench.configs", version_base="1.3"):
+    with initialize_configs():
         jobs = job_overrides("train", ["+experiment=large_batch"], multirun=True)
         cfgs = [compose("train", overrides=job) for job in jobs]
     variants = {

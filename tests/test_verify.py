@@ -257,9 +257,10 @@ EQUAL_CASES = [
 def test_the_textbook_rules_equal_torch_in_both_dtypes(verify, cls, name, args):
     code, out, err = verify(target(cls), "--against", name, *args.split())
     assert (code, err) == (0, "")
-    assert "tolerance, per tensor: max |diff| <= atol + rtol x max |library|" in out
-    assert "float64 (rtol 1e-10, atol 1e-12): equal at every step" in out
-    assert "float32 (rtol 1e-05, atol 1e-06): equal at every step" in out
+    assert "tolerance, per tensor: max |diff| <= atol + rtol x max |library|, with\n" in out
+    assert "  float64 rtol 1e-10 atol 1e-12; float32 rtol 1e-05 atol 1e-06\n" in out
+    assert "float64: equal at every step" in out
+    assert "float32: equal at every step" in out
     assert "verdict: EQUAL" in out
     # Every step row is there (20 steps: the first 3 and the last), each difference tiny.
     rows = [row.split() for row in table_rows(out)]
@@ -340,6 +341,15 @@ def test_ema_momentum_is_torch_at_a_smaller_lr_not_torch_with_dampening(verify):
     assert code == 1 and "EMA momentum:" not in out
 
 
+def test_against_optbench_reference_rule_and_one_dtype(verify):
+    code, out, _ = verify(
+        target("SGDMomentum"), "--against", "nesterov", "--impl", "reference", "--dtype", "float64"
+    )
+    assert code == 0
+    assert "library:  optbench.optim.reference.sgd.SGD (optbench's nesterov, impl=reference)" in out
+    assert "float32" not in out and "verdict: EQUAL in float64\n" in out
+
+
 def test_state_is_paired_by_name_or_by_closeness_and_says_which(verify):
     _, out, _ = verify(target("SGDMomentum"), "--against", "momentum")
     assert "momentum_buffer ~ momentum_buffer (by name)" in out
@@ -354,10 +364,11 @@ def test_a_long_run_shows_the_first_steps_the_partings_and_the_last(verify):
     assert code == 1
     # Its state (v = -lr x torch's buffer) parts at once, its weights when the LR drops.
     assert (
-        "float64 (rtol 1e-10, atol 1e-12): parts at step 1 on out.bias "
-        "[momentum_buffer ~ velocity]\n  |diff| 3.0e-01; the weights part at step 21\n" in out
+        "float64: parts at step 1 on out.bias "
+        "[momentum_buffer ~ velocity], |diff| 3.0e-01\n"
+        "  (the state parts first: the weights part at step 21)\n" in out
     )
-    assert out.count("; the weights part at step 21\n") == 2  # float64 and float32
+    assert out.count("the weights part at step 21)\n") == 2  # float64 and float32
     assert [r.split()[0] for r in table_rows(out)] == ["1", "2", "3", "21", "40"]
     assert "matches SGD in velocity form" in out
     assert "    (equal to torch.optim.SGD at a constant LR, not under a schedule)" in out
@@ -408,6 +419,7 @@ def one_line_refusal(verify, *args: str, needle: str) -> None:
         ((target("NeedsFoo"), "--against", "momentum"), "needs foo"),
         ((target("Broken"), "--against", "momentum"), "RuntimeError: forgot to write step"),
         ((target("Adam"), "--against", "muon"), "not one optimizer class"),
+        ((target("Adam"), "--against", "nadam", "--impl", "reference"), "no reference"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(verify, args, needle):

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from hydra import compose, initialize_config_module
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from optbench.errors import UserError
-from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
+from optbench.hydra_command import check_output_location, initialize_configs, one_line
 from optbench.studies.optuna_study import (
     FINISHED,
     SearchSettings,
@@ -73,7 +73,7 @@ def prepare(overrides: list[str]) -> Search:
                 raise UserError(
                     f"'{o.input_line}' lists several values; put what to search in search.space"
                 )
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+        with initialize_configs():
             cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
             block = OmegaConf.to_container(cfg.search, resolve=True) if "search" in cfg else None
             sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra import compose, initialize_config_module
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
@@ -42,7 +42,7 @@ from rich.table import Table
 
 from optbench.checks import require_int
 from optbench.errors import UserError
-from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE, check_output_location, one_line
+from optbench.hydra_command import check_output_location, initialize_configs, one_line
 from optbench.report.profiles import geometric_mean_speedup, profile_scores
 from optbench.studies.optuna_study import (
     PRUNERS,
@@ -123,7 +123,7 @@ def prepare(overrides: list[str]) -> Tuning:
                     f"'{o.input_line}' lists several values; the tuning protocol sweeps by "
                     "itself (set tuning.optimizers, tuning.trials, tuning.eval_seeds instead)"
                 )
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+        with initialize_configs():
             cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
             block = OmegaConf.to_container(cfg.tuning, resolve=True) if "tuning" in cfg else None
             root = Path(str(cfg.hydra.sweep.dir)).resolve()

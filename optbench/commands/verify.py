@@ -90,16 +90,16 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, _ = item.partition("=")
         if not sep or not key.isidentifier():
-            raise UserError(f"verify: settings are key=value with a plain key, got '{item}'")
+            raise UserError(f"settings are key=value with a plain key, got '{item}'")
         if key in SELECTION_KEYS:
             raise UserError(
-                f"verify: {key} is not a hyperparameter; give the optimizer as --against "
+                f"{key} is not a hyperparameter; give the optimizer as --against "
                 "and the implementation as --impl"
             )
         try:
             value = OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=True)[key]
         except Exception as err:
-            raise UserError(f"verify: cannot read '{item}': {first_line(err)}") from None
+            raise UserError(f"cannot read '{item}': {first_line(err)}") from None
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
@@ -109,7 +109,7 @@ def parse_dtypes(text: str) -> tuple[torch.dtype, ...]:
     unknown = [n for n in names if n not in DTYPES]
     if unknown or len(set(names)) != len(names):
         raise UserError(
-            f"verify: --dtype takes a comma-separated list of {', '.join(DTYPES)} "
+            f"--dtype takes a comma-separated list of {', '.join(DTYPES)} "
             f"without repeats, got '{text}'"
         )
     return tuple(DTYPES[n] for n in names)
@@ -150,13 +150,13 @@ def lr_factor(schedule: str, steps: int) -> tuple[Any, str]:
 def prepare(args: list[str]) -> Request:
     options = parser().parse_intermixed_args(args)
     if not 1 <= options.steps <= MAX_STEPS:
-        raise UserError(f"verify: --steps must be in 1..{MAX_STEPS}, got {options.steps}")
+        raise UserError(f"--steps must be in 1..{MAX_STEPS}, got {options.steps}")
     dtypes = parse_dtypes(options.dtype)
     name, impl = options.against, options.impl
     info = optimizer_info(name)
     if (info.builder is not None and impl == "library") or info.hessian:
         raise UserError(
-            f"verify: {name} is not one optimizer class stepping on gradients alone "
+            f"{name} is not one optimizer class stepping on gradients alone "
             "(it is built from several, or needs Hessian estimates); compare against another"
         )
     cls = user_class(options.target)
@@ -165,7 +165,7 @@ def prepare(args: list[str]) -> Request:
     for key in overrides:
         if key not in takes:
             raise UserError(
-                f"verify: {cls.__name__} takes no '{key}' (it takes {', '.join(takes) or 'nothing'})"
+                f"{cls.__name__} takes no '{key}' (it takes {', '.join(takes) or 'nothing'})"
             )
     documented = {
         k: tuple(v) if isinstance(v, list) else v
@@ -188,18 +188,23 @@ def prepare(args: list[str]) -> Request:
             f"(what {name} is)"
         )
     if not (is_number(settings.get("lr")) and settings["lr"] > 0):
-        raise UserError(f"verify: lr must be a positive number, got {settings.get('lr')!r}")
+        raise UserError(f"lr must be a positive number, got {settings.get('lr')!r}")
     given = {k: v for k, v in settings.items() if k in takes}
     missing = [k for k, d in takes.items() if d is inspect.Parameter.empty and k not in given]
     if missing:
         raise UserError(
-            f"verify: {cls.__name__} needs {', '.join(missing)}, which {name}'s settings do not "
+            f"{cls.__name__} needs {', '.join(missing)}, which {name}'s settings do not "
             "give: set it as key=value"
         )
     factor, schedule = lr_factor(options.schedule, options.steps)
     setup = Setup(options.steps, options.groups, factor, options.seed)
     library, _ = library_contender(name, impl, {**documented, **overrides})
-    user = Contender(options.target, user_builder(cls, options.target, given), settings["lr"], True)
+    user = Contender(
+        options.target,
+        user_builder(cls, options.target, settings["lr"], given),
+        settings["lr"],
+        True,
+    )
     request = Request(
         options.target, name, impl, settings, user, library, library_class, setup, schedule,
         dtypes, tuple(notes), given,
@@ -208,14 +213,14 @@ def prepare(args: list[str]) -> Request:
     return request
 
 
-def user_builder(cls: type, target: str, given: dict[str, Any]) -> Any:
+def user_builder(cls: type, target: str, lr: float, given: dict[str, Any]) -> Any:
     def build(groups: Groups) -> torch.optim.Optimizer:
-        dicts = [{"params": params, "lr": given.get("lr", 0) * scale} for params, scale in groups]
+        dicts = [{"params": params, "lr": lr * scale} for params, scale in groups]
         try:
             return cls(dicts, **given)
         except Exception as err:
             raise UserError(
-                f"verify: {target}(...) raised {type(err).__name__}: {first_line(err)}"
+                f"{target}(...) raised {type(err).__name__}: {first_line(err)}"
             ) from None
 
     return build
@@ -279,19 +284,16 @@ def pairing_text(comparison: Comparison) -> str:
 
 
 def outcome(c: Comparison) -> list[str]:
-    head = f"{dtype_name(c.dtype)} (rtol {c.rtol:g}, atol {c.atol:g}):"
+    head = f"{dtype_name(c.dtype)}:"
     if c.parting is None:
         return [f"{head} equal at every step"]
     p = c.parting
-    weights = (
-        "the weights agree at every step"
-        if c.weights_part_at is None
-        else f"the weights part at step {c.weights_part_at}"
-    )
-    return [
-        f"{head} parts at step {p.step} on {p.tensor}",
-        f"  |diff| {number(p.difference)}; {weights}",
-    ]
+    parts = f"{head} parts at step {p.step} on {p.tensor}, |diff| {number(p.difference)}"
+    if c.weights_part_at == p.step:
+        return [parts]
+    if c.weights_part_at is None:
+        return [parts, "  (only the state parts: the weights agree at every step)"]
+    return [parts, f"  (the state parts first: the weights part at step {c.weights_part_at})"]
 
 
 def diagnosis(request: Request, comparisons: list[Comparison]) -> list[str]:
@@ -338,7 +340,9 @@ def report(request: Request, comparisons: list[Comparison]) -> list[str]:
         "largest |yours - library| after each step",
         *table(comparisons, setup.steps),
         "",
-        "tolerance, per tensor: max |diff| <= atol + rtol x max |library|",
+        "tolerance, per tensor: max |diff| <= atol + rtol x max |library|, with",
+        "  "
+        + "; ".join(f"{dtype_name(c.dtype)} rtol {c.rtol:g} atol {c.atol:g}" for c in comparisons),
         *(line for c in comparisons for line in outcome(c)),
     ]
     equal = all(c.equal for c in comparisons)

@@ -99,7 +99,7 @@ class Contender:
     label: str
     build: Callable[[Groups], torch.optim.Optimizer]
     lr: float
-    users: bool = False
+    user_code: bool = False
 
 
 def trajectory(
@@ -117,7 +117,7 @@ def trajectory(
         try:
             optimizer.step()
         except Exception as err:
-            if not contender.users:
+            if not contender.user_code:
                 raise
             raise UserError(
                 f"{contender.label}.step() raised at step {t + 1} ({dtype_name(dtype)}): "

@@ -33,14 +33,46 @@ from optbench.studies.search_space import SearchSpace, read_space
 
 log = logging.getLogger("optbench")
 
-# seed -> sampler (make_sampler chooses the seed).
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
-    "qmc": lambda seed: optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A sampler and the options optbench gives it, all stated: Optuna's defaults change between
+    versions (Optuna 5 made TPE multivariate, with a constant liar, where 4 had neither), and a
+    seed should give the same trials on either. make_sampler chooses the seed."""
+
+    sampler: Callable[..., optuna.samplers.BaseSampler]
+    options: dict[str, Any]
+
+    def build(self, seed: int) -> optuna.samplers.BaseSampler:
+        return self.sampler(**self.options, seed=seed)
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    # Independent TPE: Optuna 5's multivariate TPE is not 4's (its kernel widths changed), the
+    # independent one proposes the same trials on both (scripts/optuna_versions.py). Constant
+    # liar: a worker's proposal keeps away from the trials other workers are running.
+    "tpe": SamplerInfo(
+        optuna.samplers.TPESampler,
+        {
+            "multivariate": False,
+            "group": False,
+            "constant_liar": True,
+            "n_startup_trials": 10,
+            "n_ei_candidates": 24,
+        },
+    ),
+    "cmaes": SamplerInfo(
+        optuna.samplers.CmaEsSampler, {"n_startup_trials": 1, "consider_pruned_trials": False}
+    ),
+    "qmc": SamplerInfo(optuna.samplers.QMCSampler, {"qmc_type": "sobol", "scramble": True}),
+    "random": SamplerInfo(optuna.samplers.RandomSampler, {}),
+    "gp": SamplerInfo(
+        optuna.samplers.GPSampler, {"n_startup_trials": 10, "deterministic_objective": False}
+    ),
 }
+# The study's user attribute (and search.json's key) that records its sampler.
+SAMPLER_ATTR = "sampler"
+
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
     "median": optuna.pruners.MedianPruner,
@@ -320,7 +352,19 @@ def open_study(settings: SearchSettings, url: str, maximize: bool) -> optuna.Stu
             f"the study '{settings.study_name}' in {url} was made to "
             f"{study.direction.name.lower()}, but this task's metric wants {direction}"
         )
+    study.set_user_attr(SAMPLER_ATTR, sampler_record(settings))
     return study
+
+
+def sampler_record(settings: SearchSettings) -> dict[str, Any]:
+    """What proposes the trials, as the study keeps it: enough to build the sampler again."""
+    return {
+        "name": settings.sampler,
+        "class": SAMPLERS[settings.sampler].sampler.__name__,
+        "options": SAMPLERS[settings.sampler].options,
+        "seed": settings.seed,
+        "optuna": optuna.__version__,
+    }
 
 
 def make_sampler(settings: SearchSettings, earlier: int) -> optuna.samplers.BaseSampler:
@@ -330,9 +374,9 @@ def make_sampler(settings: SearchSettings, earlier: int) -> optuna.samplers.Base
     seed = settings.seed
     if settings.sampler != "qmc":
         seed = int(np.random.SeedSequence([seed, settings.worker, earlier]).generate_state(1)[0])
-    with warnings.catch_warnings():  # "QMCSampler is experimental": chosen knowingly
+    with warnings.catch_warnings():  # QMC, and on Optuna 4 TPE's options, are experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return SAMPLERS[settings.sampler](seed)
+        return SAMPLERS[settings.sampler].build(seed)
 
 
 def reclaim_running(study: optuna.Study) -> list[int]:

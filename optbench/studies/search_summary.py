@@ -15,7 +15,7 @@ import optuna
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
-from optbench.studies.optuna_study import FINISHED
+from optbench.studies.optuna_study import FINISHED, SAMPLER_ATTR
 from optbench.studies.search_outputs import HISTORY_PNG, IMPORTANCE_PNG, SUMMARY_NAME
 from optbench.tracking.figures import save_png
 from optbench.tracking.files import atomic_write_json, json_safe
@@ -33,7 +33,8 @@ def importances(study: optuna.Study) -> dict[str, float] | None:
 
 
 def write_summary(study: optuna.Study, sweep_dir: Path, storage_url: str) -> Path:
-    """<sweep dir>/search.json: the best trial, every trial, the importances; and the PNGs."""
+    """<sweep dir>/search.json: the sampler, the best trial, every trial, the importances; and
+    the PNGs."""
     found = importances(study)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -42,6 +43,7 @@ def write_summary(study: optuna.Study, sweep_dir: Path, storage_url: str) -> Pat
         "study_name": study.study_name,
         "storage": storage_url,
         "direction": study.direction.name.lower(),
+        "sampler": study.user_attrs.get(SAMPLER_ATTR),  # its class, options and seed
         "n_finished": sum(t.state in FINISHED for t in trials),
         "best": None if best is None else trial_row(best),
         "importances": found,

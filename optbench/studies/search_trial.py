@@ -13,13 +13,13 @@ from typing import Any
 
 import optuna
 import torch
-from hydra import compose, initialize_config_module
+from hydra import compose
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from optbench.errors import UserError
-from optbench.hydra_command import CONFIG_MODULE, VERSION_BASE
+from optbench.hydra_command import initialize_configs
 from optbench.run import build_run
 from optbench.run.plan import device_for_job, require_validation
 from optbench.studies.search_space import GROUP_KEY, SearchSpace
@@ -115,7 +115,7 @@ def overrides_of(values: dict[str, Any]) -> list[str]:
 
 
 def compose_trial(overrides: list[str], values: dict[str, Any]) -> DictConfig:
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
+    with initialize_configs():
         return compose(CONFIG_NAME, overrides=[*overrides, *overrides_of(values)])
 
 
