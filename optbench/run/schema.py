@@ -121,6 +121,28 @@ class LrFindConfig:
 
 
 @dataclass
+class MlflowLoggerConfig:
+    enabled: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "optbench"
+
+
+@dataclass
+class WandbLoggerConfig:
+    enabled: bool = False
+    project: str = "optbench"
+    mode: str = "offline"
+
+
+@dataclass
+class LoggersConfig:
+    """Experiment trackers beside TensorBoard (optbench/tracking/loggers.py)."""
+
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
+
+
+@dataclass
 class ScheduleCommandConfig:
     compare: list[str] = field(default_factory=list)
 
@@ -192,6 +214,7 @@ def _top_level(cfg: DictConfig) -> dict[str, Any]:
         "momentum": MomentumConfig,
         "param_groups": ParamGroupsConfig,
         "lr_find": LrFindConfig,
+        "loggers": LoggersConfig,
         "dataset": _entry_schema("dataset", cfg, DATASETS),
         "model": _entry_schema("model", cfg, MODELS),
         "scheduler": _entry_schema("scheduler", cfg, SCHEDULERS),

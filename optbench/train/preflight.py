@@ -15,12 +15,14 @@ from optbench.lr_finder.finder import FinderSettings
 from optbench.run import build_run
 from optbench.run.plan import RunPlan
 from optbench.run.schema import typed
+from optbench.tracking.loggers import check_loggers
 from optbench.train.resume import check_resumable, find_resume, with_saved_lrs
 
 
 def check_train_config(cfg: DictConfig) -> RunPlan:
     """Raise a one-line UserError for anything in `cfg` that would fail or mislead a run."""
     cfg = typed(cfg)
+    check_loggers(cfg)
     FinderSettings.from_config(cfg.lr_find)  # read by lr-find and any `auto` LR
     # `auto` resumes from the job's own new directory, which only Hydra knows: checked at start.
     setting = cfg.trainer.resume

@@ -38,6 +38,7 @@ from optbench.tracking.console import ProgressBar, console, summary_table
 from optbench.tracking.diagnostics import StepDiagnostics
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
+from optbench.tracking.loggers import RunLoggers, build_loggers
 from optbench.tracking.results import (
     COMPLETED,
     DIVERGED,
@@ -120,9 +121,10 @@ def train(
         training = Training.start(run, run_dir, lr_finder, resume)
         training.on_evaluation = on_evaluation
         bar = ProgressBar(run.plan.total_steps, enabled=run.cfg.trainer.progress and main)
-        with StopSignals() as stop, bar:
-            status, diagnosis = _train_epochs(training, stop, bar)
-        results = training.finish(status, diagnosis, time.perf_counter() - wall_start)
+        with training.trackers:  # a tracker's run is closed as failed if training raises
+            with StopSignals() as stop, bar:
+                status, diagnosis = _train_epochs(training, stop, bar)
+            results = training.finish(status, diagnosis, time.perf_counter() - wall_start)
     if status == INTERRUPTED:
         log.warning(
             "interrupted at step %d; continue with trainer.resume=%s", training.state.step, run_dir
@@ -176,6 +178,7 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
             run.lookahead.after_step(state.step)
             logged = tr.log.step(state.step - 1, result, run.optimizer)
             if logged:
+                tr.track_step()
                 bar.update(state.step, f"epoch {epoch + 1}/{plan.epochs}",
                            loss=tr.log.latest_loss, lr=run.optimizer.param_groups[0]["lr"])  # fmt: skip
                 if (diagnosis := tr.check_guard(epoch)) is not None:
@@ -224,6 +227,7 @@ class Training:
     writer: SummaryWriter
     log: TrainingLog
     diagnostics: StepDiagnostics
+    trackers: RunLoggers  # MLflow, W&B: what TensorBoard and metrics.jsonl get, if enabled
     on_evaluation: Callable[[int, float], bool] | None = None  # a search's pruner listening
     prune: bool = False  # what on_evaluation answered last
     clock_start: float = 0.0  # when the current stretch of training time began
@@ -265,6 +269,8 @@ class Training:
             training_log.latest_loss = resume[1]["log"]["latest_loss"]
         # Weight and momentum norms are the same on every rank: measured once, on rank 0.
         diagnostics = StepDiagnostics(run.optimizer, writer, t.diagnostics_interval if main else 0)
+        trackers = build_loggers(run.cfg, main)
+        trackers.start(OmegaConf.to_container(run.cfg, resolve=True), run_dir)
         if run.plan.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(run.plan.device)
         cfg, plan = run.cfg, run.plan
@@ -273,7 +279,15 @@ class Training:
             cfg.model.name, cfg.dataset.name, cfg.optimizer.name, cfg.scheduler.name,
             plan.epochs, "s" * (plan.epochs != 1), plan.steps_per_epoch, plan.device, run_dir,
         )  # fmt: skip
-        return cls(run, run_dir, state, totals, writer, training_log, diagnostics)
+        return cls(run, run_dir, state, totals, writer, training_log, diagnostics, trackers)
+
+    def track_step(self) -> None:
+        """At a log write: the latest step's loss and LRs, on TensorBoard's step axis."""
+        lrs = (g["lr"] for g in self.run.optimizer.param_groups)
+        values = {f"lr/{name}": lr for name, lr in zip(self.run.group_names, lrs, strict=True)}
+        self.trackers.log_metrics(
+            {"train/loss_step": self.log.latest_loss} | values, self.state.step - 1
+        )
 
     def advance(self, batches: int) -> None:
         self.state.step += 1
@@ -346,6 +360,7 @@ class Training:
             "train_time_s": state.train_time_s + totals.time_s,
         } | self.evaluate()  # fmt: skip
         self.log.evaluation(record)
+        self.trackers.log_record(record)
         state.records += 1
         self.after_evaluation(record)
         self.start_clock()
@@ -372,6 +387,7 @@ class Training:
             record["peak_memory_mb"] = torch.cuda.max_memory_allocated(run.plan.device) / 2**20
         record |= totals.means(run.task)
         record = self.log.epoch(record)
+        self.trackers.log_record(record)
         state.records += 1
         if evaluated:
             self.after_evaluation(record)
@@ -447,6 +463,7 @@ class Training:
         write_hparams(self.writer, self.run_dir, self.run.cfg, self.log.tags, results)
         self.writer.close()
         atomic_write_json(self.run_dir / "results.json", results)
+        self.trackers.finish(results, self.run_dir)
         console.print(
             summary_table(f"run {status}", {"run_dir": str(self.run_dir), **_summary_rows(results)})
         )
