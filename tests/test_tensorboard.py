@@ -81,7 +81,8 @@ def test_a_cpu_run_writes_the_readme_s_tags_and_a_layout_led_by_the_validation_m
 
     experiment = experiment_of(tmp_path)
     names = [h.name for h in experiment.hparam_infos]
-    assert {"optimizer", "lr", "seed", "scheduler", "dataset", "batch_size", "clip"} <= set(names)
+    assert {"optimizer", "lr", "seed", "scheduler", "dataset", "batch_size"} <= set(names)
+    assert not {"accumulation", "amp", "clip"} & set(names)  # off: no column
     assert experiment.metric_infos[0].name.tag == "val/acc"  # the main validation metric
     assert {m.name.tag for m in experiment.metric_infos} <= written
 
@@ -107,7 +108,8 @@ def experiment_of(logdir: Path) -> api_pb2.Experiment:
 def test_a_sweep_folder_shows_the_keys_the_sweep_varies_first_with_every_value(tmp_path):
     sweep = tmp_path / "sweep"
     # Job folders by number: Hydra's default name (every override) is too long with FAST's.
-    overrides = ["optimizer=adamw,momentum", "optimizer.lr=0.01,0.003", "trainer.epochs=1"]
+    overrides = ["optimizer=adamw,momentum", "optimizer.lr=0.01,0.003", "trainer.epochs=1",
+                 "trainer.clip.mode=norm"]  # fmt: skip
     assert main(["train", "-m", *FAST, *overrides, "trainer.diagnostics_interval=0",
                  f"hydra.sweep.dir={sweep}",
                  "hydra.sweep.subdir=${hydra.job.num}"]) == 0  # fmt: skip
@@ -122,6 +124,7 @@ def test_a_sweep_folder_shows_the_keys_the_sweep_varies_first_with_every_value(t
     ]
     assert [v.number_value for v in infos["lr"].domain_discrete.values] == [0.01, 0.003]
     assert not infos["dataset"].differs and not infos["seed"].differs
+    assert infos["clip"].type == api_pb2.DATA_TYPE_STRING and not infos["clip"].differs  # on
     assert experiment.metric_infos[0].name.tag == "val/acc"
 
     # The plugin's session groups: one per job, named by what varied, with its last val/acc.
@@ -142,7 +145,9 @@ def test_a_sweep_folder_shows_the_keys_the_sweep_varies_first_with_every_value(t
     for group in groups:
         job = sweep / group.name[-1]
         last = next(m for m in group.metric_values if m.name.tag == "val/acc")
-        assert last.value == EventAccumulator(str(job)).Reload().Scalars("val/acc")[-1].value
+        events = EventAccumulator(str(job)).Reload()
+        assert last.value == events.Scalars("val/acc")[-1].value
+        assert "grad_norm/after_clip" in events.Tags()["scalars"]  # clipping on: written
 
 
 def test_a_sweep_s_keys_come_from_its_overrides_and_a_preset_s_params(tmp_path):

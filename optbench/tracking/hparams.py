@@ -41,9 +41,11 @@ SETTINGS = {
     "optimizer": "optimizer.name", "lr": "optimizer.lr",
     "weight_decay": "optimizer.weight_decay", "scheduler": "scheduler.name",
     "seed": "trainer.seed", "model": "model.name", "dataset": "dataset.name",
-    "batch_size": "trainer.batch_size", "accumulation": "trainer.accumulation",
-    "epochs": "trainer.epochs", "amp": "trainer.amp",
+    "batch_size": "trainer.batch_size", "epochs": "trainer.epochs",
 }  # fmt: skip
+# Settings of a feature, declared only when it is on (the tab ticks five columns: none of them
+# should go to `amp none` in every run); each with the value that means off.
+FEATURES = {"accumulation": ("trainer.accumulation", 1), "amp": ("trainer.amp", "none")}
 GROUPS = ("optimizer", "scheduler", "model", "dataset")
 # Shown first for a run outside a Hydra sweep: what optimizer studies vary.
 USUALLY_VARIED = ("optimizer", "lr", "weight_decay", "scheduler", "seed")
@@ -85,6 +87,7 @@ class Sweep:
 def setting_name(key: str) -> str:
     """A config key's HParams name: `optimizer.lr` -> `lr`; a key of no setting as it is."""
     by_path = {path: name for name, path in SETTINGS.items()}
+    by_path |= {path: name for name, (path, _) in FEATURES.items()}
     return key if key in GROUPS else by_path.get(key, key)
 
 
@@ -116,7 +119,11 @@ def run_hparams(cfg: DictConfig, sweep: Sweep, run_dir: Path) -> dict[str, Scala
     """The run's settings, and its value of every key its sweep varies, as HParams scalars."""
     clip = cfg.trainer.clip
     values = {name: OmegaConf.select(cfg, path) for name, path in SETTINGS.items()}
-    values["clip"] = clip.mode if clip.mode == "none" else f"{clip.mode}:{clip.max}"
+    for name, (path, off) in FEATURES.items():
+        if (value := OmegaConf.select(cfg, path)) != off or name in sweep.values:
+            values[name] = value
+    if clip.mode != "none":
+        values["clip"] = f"{clip.mode}:{clip.max}"
     own = _job_overrides(run_dir)
     for key in sweep.values:  # a key of no setting, or a choice the config does not keep
         values.setdefault(key, OmegaConf.select(cfg, key, default=own.get(key)))
