@@ -63,11 +63,6 @@ def initialize_configs() -> initialize_config_module:
     return initialize_config_module(config_module=CONFIG_MODULE, **VERSION_BASE)
 
 
-def initialize_configs() -> initialize_config_module:
-    """Hydra on optbench's configs, as `hydra.main` sees them: `compose` inside it."""
-    return initialize_config_module(config_module=CONFIG_MODULE, **VERSION_BASE)
-
-
 def _compose_only(cfg: DictConfig) -> None:
     """A check that accepts every config that composes."""
 
