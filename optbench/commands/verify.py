@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +148,34 @@ def lr_factor(schedule: str, steps: int) -> tuple[Any, str]:
     return Constant(), "constant LR"
 
 
+def resolve_settings(
+    name: str, cls_name: str, takes: dict[str, Any], overrides: dict[str, Any], library_class: str
+) -> tuple[Settings, list[str]]:
+    """What both optimizers get: `name`'s fixed arguments and documented defaults, then the
+    user's overrides; and a note for each default the user's class has no argument for."""
+    info = optimizer_info(name)
+    documented = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in OmegaConf.to_container(optimizer_config(name), resolve=True).items()
+        if k not in SELECTION_KEYS
+    }
+    notes = []
+    # A documented key the user's class does not take is left out of both: the library falls
+    # back to its constructor's default, the rule the user's class has no switch for.
+    for key in [k for k in documented if k not in takes and k not in overrides and k != "lr"]:
+        notes.append(
+            f"{cls_name} takes no {key}: left out of both, so {library_class} uses its default"
+        )
+        del documented[key]
+    # A fixed argument is what the optimizer is (nesterov=True for `nesterov`): it stays.
+    for key in [k for k in info.defaults if k not in takes]:
+        notes.append(
+            f"{cls_name} takes no {key}: {library_class} keeps {key}={info.defaults[key]} "
+            f"(what {name} is)"
+        )
+    return {**info.defaults, **documented, **overrides}, notes
+
+
 def prepare(args: list[str]) -> Request:
     options = parser().parse_intermixed_args(args)
     if not 1 <= options.steps <= MAX_STEPS:
@@ -167,26 +196,8 @@ def prepare(args: list[str]) -> Request:
             raise UserError(
                 f"{cls.__name__} takes no '{key}' (it takes {', '.join(takes) or 'nothing'})"
             )
-    documented = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in OmegaConf.to_container(optimizer_config(name), resolve=True).items()
-        if k not in SELECTION_KEYS
-    }
     library_class = (info.reference if impl == "reference" else info.backend) or name
-    notes = []
-    # A documented key the user's class does not take is left out of both: the library falls
-    # back to its constructor's default, the rule the user's class has no switch for.
-    for key in [k for k in documented if k not in takes and k not in overrides and k != "lr"]:
-        notes.append(
-            f"{cls.__name__} takes no {key}: left out of both, so {library_class} uses its default"
-        )
-        del documented[key]
-    settings = {**info.defaults, **documented, **overrides}
-    for key in info.defaults.keys() - takes.keys():
-        notes.append(
-            f"{cls.__name__} takes no {key}: {library_class} keeps {key}={info.defaults[key]} "
-            f"(what {name} is)"
-        )
+    settings, notes = resolve_settings(name, cls.__name__, takes, overrides, library_class)
     if not (is_number(settings.get("lr")) and settings["lr"] > 0):
         raise UserError(f"lr must be a positive number, got {settings.get('lr')!r}")
     given = {k: v for k, v in settings.items() if k in takes}
@@ -198,7 +209,7 @@ def prepare(args: list[str]) -> Request:
         )
     factor, schedule = lr_factor(options.schedule, options.steps)
     setup = Setup(options.steps, options.groups, factor, options.seed)
-    library, _ = library_contender(name, impl, {**documented, **overrides})
+    library, _ = library_contender(name, impl, settings)
     user = Contender(
         options.target,
         user_builder(cls, options.target, settings["lr"], given),
@@ -213,7 +224,9 @@ def prepare(args: list[str]) -> Request:
     return request
 
 
-def user_builder(cls: type, target: str, lr: float, given: dict[str, Any]) -> Any:
+def user_builder(
+    cls: type, target: str, lr: float, given: dict[str, Any]
+) -> Callable[[Groups], torch.optim.Optimizer]:
     def build(groups: Groups) -> torch.optim.Optimizer:
         dicts = [{"params": params, "lr": lr * scale} for params, scale in groups]
         try:
