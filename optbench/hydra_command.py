@@ -11,7 +11,9 @@ Under torchrun every rank runs the command: they take rank 0's run directory, an
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,12 @@ VERSION_BASE: dict[str, str] = {} if HYDRA_1_4 else {"version_base": "1.3"}
 # handler classes): from 1.4 Hydra warns about a target its caller does not list, and 1.5
 # refuses it; with a list given, 1.4 refuses what is not on it (logging's own classes aside).
 EXECUTION_WHITELIST = ("optbench.*",)
+# `${optbench.config_file:train.yaml}`: where a config file is installed (for --help).
+OmegaConf.register_new_resolver(
+    "optbench.config_file",
+    lambda name: str(resources.files(CONFIG_MODULE).joinpath(name)),
+    replace=True,
+)
 # Hydra flags that print something instead of running jobs.
 _INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 
@@ -316,6 +325,17 @@ def run_hydra_command(
     main = hydra.main(
         config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, **VERSION_BASE, **whitelist
     )
+    if flags.help:  # Hydra prints a config group's options on one line, however long
+        with contextlib.redirect_stdout(io.StringIO()) as text:
+            try:
+                main(hydra_task)()
+            except SystemExit as done:  # Hydra exits once it has printed the help
+                if done.code:
+                    raise
+            except (HydraException, OmegaConfBaseException, ValueError) as err:  # its overrides
+                raise UserError(one_line(err)) from None
+        print(wrap_group_lines(text.getvalue(), shutil.get_terminal_size().columns), end="")
+        return 0
     started = time.time()
     main(hydra_task)()
     if flags.multirun and world.main and not any(getattr(flags, f) for f in _INFO_FLAGS):

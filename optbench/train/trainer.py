@@ -34,7 +34,7 @@ from optbench.run.evaluate import evaluate
 from optbench.run.plan import synchronize
 from optbench.run.rng import rng_state, set_rng_state
 from optbench.run.step import NonFiniteStep
-from optbench.tracking.console import ProgressBar, console, summary_table
+from optbench.tracking.console import ProgressBar, console, print_path, summary_table
 from optbench.tracking.diagnostics import StepDiagnostics
 from optbench.tracking.files import atomic_write_json, atomic_write_text
 from optbench.tracking.hparams import write_hparams
@@ -202,6 +202,8 @@ def _train_epochs(tr: Training, stop: StopSignals, bar: ProgressBar) -> tuple[st
             tr.stop_mid_epoch()
             return status, diagnosis
         record = tr.end_epoch(epoch)
+        bar.update(state.step, f"epoch {epoch + 1}/{plan.epochs}", redraw=True,
+                   loss=tr.log.latest_loss, lr=run.optimizer.param_groups[0]["lr"])  # fmt: skip
         if tr.stop_requested(stop, True):
             status = INTERRUPTED
         elif tr.prune and state.epoch < plan.epochs:
@@ -464,9 +466,8 @@ class Training:
         self.writer.close()
         atomic_write_json(self.run_dir / "results.json", results)
         self.trackers.finish(results, self.run_dir)
-        console.print(
-            summary_table(f"run {status}", {"run_dir": str(self.run_dir), **_summary_rows(results)})
-        )
+        console.print(summary_table(f"run {status}", _summary_rows(results)))
+        print_path("run folder", self.run_dir)
         return results
 
     def results(self, status: str, diagnosis: dict | None, wall_time_s: float) -> Results:
