@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -114,6 +116,24 @@ def test_a_run_and_a_sweep_with_a_callback_meet_no_hydra_deprecation(tmp_path):
     assert (sweep / "lr_compare.png").is_file()  # the sweep-end callback, built by Hydra, ran
     found = [f"{w.category.__name__}: {w.message}" for w in caught if names_hydra_or_omegaconf(w)]
     assert found == []
+
+
+def test_importing_every_optbench_module_meets_no_hydra_deprecation():
+    # What runs at import (a resolver registered, a ConfigStore entry) is done before any test.
+    code = (
+        "import pkgutil, importlib, optbench\n"
+        "for m in pkgutil.walk_packages(optbench.__path__, 'optbench.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.lower().splitlines()
+    assert [
+        line for line in lines if any(w in line for w in ("hydra", "omegaconf", "version_base"))
+    ] == []
 
 
 def targets(node: object, keys: tuple[str, ...]) -> list[str]:
