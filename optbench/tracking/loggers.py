@@ -82,10 +82,9 @@ class RunLoggers:
             logger.start(params, run_dir)
 
     def log_metrics(self, values: Mapping[str, Any], step: int) -> None:
-        numbers = _numbers(values)
-        if numbers and self.loggers:
-            for logger in self.loggers:
-                logger.log_metrics(numbers, step)
+        numbers = _numbers(values) if self.loggers else {}
+        for logger in self.loggers if numbers else []:
+            logger.log_metrics(numbers, step)
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         """A metrics.jsonl record, at its own `step`."""
@@ -187,12 +186,20 @@ class MlflowLogger:
         self.pending: list[Any] = []
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(
-            self.experiment, artifact_location=self.artifact_location
-        )
+        try:
+            return self.client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location
+            )
+        except MlflowException:  # a parallel sweep job may have created it first
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def start(self, params: dict[str, Scalar], run_dir: Path) -> None:
         from mlflow.entities import Param
