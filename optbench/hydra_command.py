@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import omegaconf
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
@@ -54,8 +55,13 @@ VERSION_BASE: dict[str, str] = {} if HYDRA_1_4 else {"version_base": "1.3"}
 # handler classes): from 1.4 Hydra warns about a target its caller does not list, and 1.5
 # refuses it; with a list given, 1.4 refuses what is not on it (logging's own classes aside).
 EXECUTION_WHITELIST = ("optbench.*",)
+# OmegaConf 2.4 deprecates register_new_resolver for register_resolver, 2.3's legacy API.
+OMEGACONF_2_4 = tuple(int(part) for part in omegaconf.__version__.split(".")[:2]) >= (2, 4)
+register_resolver = (
+    OmegaConf.register_resolver if OMEGACONF_2_4 else OmegaConf.register_new_resolver
+)
 # `${optbench.config_file:train.yaml}`: where a config file is installed (for --help).
-OmegaConf.register_new_resolver(
+register_resolver(
     "optbench.config_file",
     lambda name: str(resources.files(CONFIG_MODULE).joinpath(name)),
     replace=True,
