@@ -84,6 +84,12 @@ def _toy(args: list[str]) -> int:
     return run_hydra_command("toy", "toy", args, run_toy, check_toy_config)
 
 
+def _verify(args: list[str]) -> int:
+    from optbench.commands.verify import run_verify
+
+    return run_verify(args)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model (Hydra overrides; -m for a sweep)", _train),
     "lr-find": Command(
@@ -104,6 +110,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "report": Command("compare the runs of sweeps: tables, CSV, Markdown, plots", _report),
     "toy": Command("optimizer paths over a 2-D test function: picture, table, CSV", _toy),
+    "verify": Command("check your optimizer class against a library one, step by step", _verify),
 }
 
 

@@ -217,13 +217,28 @@ def preflight(
                 resuming &= OmegaConf.select(cfg, "trainer.resume", default=None) is not None
             directory = _output_dir(config_name, jobs[0], multirun)
             check_output_location(directory)
+            naming = named_by_what_varies(config_name, jobs) if multirun else []
             if new_output:
                 check_new_output(directory, resuming)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(one_line(err)) from None
     except ValueError as err:  # Hydra's parser on an override such as `=5`
         raise UserError(f"cannot read the overrides: {str(err).splitlines()[0]}") from None
-    return jobs, directory
+    return jobs, directory, naming
+
+
+def named_by_what_varies(config_name: str, jobs: list[list[str]]) -> list[str]:
+    """A sweep's job folders named by what varies between its jobs (`3_optimizer=adamw`): the
+    overrides every job shares join `override_dirname.exclude_keys` (a folder named by all of
+    them can pass the file system's 255 bytes and fail the job)."""
+    shared = set(jobs[0]).intersection(*map(set, jobs[1:])) if len(jobs) > 1 else set()
+    keys = sorted({override.split("=", 1)[0] for override in shared})
+    if not keys:
+        return []
+    cfg = compose(config_name, overrides=jobs[0], return_hydra_config=True)
+    key = "hydra.job.config.override_dirname.exclude_keys"
+    excluded = list(OmegaConf.select(cfg, key, default=None) or [])
+    return [f"{key}=[{','.join(map(quoted, dict.fromkeys([*excluded, *keys])))}]"]
 
 
 def quoted(value: object) -> str:
@@ -284,10 +299,11 @@ def run_hydra_command(
         # the ranks `trainer.devices` starts were checked by the process that started them.
         checked = flags.cfg or os.environ.get(CHECKED_ENV)
         # The ranks of a run join the folder their rank 0 (or starting process) made.
-        jobs, directory = preflight(
+        jobs, directory, naming = preflight(
             config_name, overrides, flags.multirun, _compose_only if checked else check,
             new_output=not checked and world.main,
         )  # fmt: skip
+        overrides = [*overrides, *naming]
         # Written where it was checked (a ${now:...} in the name resolves once, here); the
         # ranks of a distributed world take rank 0's folder (_rank_overrides).
         key = "hydra.sweep.dir" if flags.multirun else "hydra.run.dir"

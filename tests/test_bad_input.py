@@ -3,18 +3,21 @@ and creates no file. Every new check adds its row here.
 
 Placeholders in the overrides: {file} is a plain text file, {dir} an empty folder, {tmp} the
 test's folder (a storage path under it must not appear), {baddb} a sweep dir holding an
-optuna.db that is no database, and {run:<defect>} a run directory (under {tmp}/runs/) whose
-files have that defect (RUNS)."""
+optuna.db that is no database, {run:<defect>} a run directory (under {tmp}/runs/) whose
+files have that defect (RUNS), and {pkg} a user's package in the working folder
+(tests/user_package.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from user_package import write_user_package
 
 from optbench.cli import main
 
@@ -295,6 +298,26 @@ ROWS = [
     ("search", [*SEARCH, "~search.space.optimizer.lr",
                 "+search.space.optimizer.lr={type:categorical,choices:[0.1,[1]]}"],
      "search.space.optimizer.lr.choices must be numbers, strings, true/false or null"),
+    # A user's own code ({pkg}: tests/user_package.py written into the working folder).
+    ("train", ["optimizer=custom"], "optimizer=custom needs optimizer.target"),
+    ("train", ["scheduler=custom"], "scheduler.target"),
+    ("train", ["model=custom"], "model=custom needs model.target"),
+    ("train", ["optimizer=custom", "optimizer.target=nopkg.opt.Adam"], "no module named 'nopkg'"),
+    ("train", ["optimizer=custom", "optimizer.target={pkg}.opt.Nope"], "module userpkg.opt has no attribute 'Nope'"),
+    ("train", ["optimizer=custom", "optimizer.target=MyAdam"], "give the module too"),
+    ("train", ["optimizer=custom", "optimizer.target={pkg}.opt.not_a_class"], "is not a torch.optim.Optimizer subclass (it is the function not_a_class)"),
+    ("train", ["optimizer=custom", "optimizer.target={pkg}.opt.MyAdam", "+optimizer.beta=0.9"], "optimizer=custom: unknown key beta"),
+    ("train", ["optimizer=custom", "optimizer.target={pkg}.opt.MyAdam", "optimizer.name=adam"], "optimizer.name=adam is optbench's own optimizer"),
+    ("train", ["optimizer=custom", "optimizer.target={pkg}.opt.NeedsRealNumbers"], "raised RuntimeError on the meta device"),
+    ("train", ["optimizer=lookahead", "optimizer.base={pkg}.opt.Nope"], "has no attribute 'Nope'"),
+    ("train", ["scheduler=custom", "scheduler.target={pkg}.sched.nan_at_three"], "returned nan at step 3"),
+    ("train", ["scheduler=custom", "scheduler.target={pkg}.sched.one_argument"], "must take two arguments, (step, total_steps)"),
+    ("train", ["scheduler=custom", "scheduler.target={pkg}.opt.MyAdam"], "must be a function f(step, total_steps) -> factor, got a class"),
+    ("train", ["model=custom", "model.target={pkg}.opt.MyAdam"], "is not a torch.nn.Module subclass"),
+    ("train", ["model=custom", "model.target={pkg}.models.Net", "+model.width=3"], "unknown key model.width"),
+    ("train", ["--config-dir", "{tmp}/missing"], "--config-dir {tmp}/missing: no such folder"),
+    ("train", ["--config-dir", "{pkg}/..", "optimizer=nope"], "unknown optimizer 'nope'"),
+    ("toy", ["optimizers=[sgd,{pkg}.opt.not_a_class]"], "is not a torch.optim.Optimizer subclass"),
 ]
 # fmt: on
 
@@ -359,6 +382,9 @@ def _places(tmp_path: Path, texts: list[str]) -> dict[str, str]:
     places["{baddb}"] = tmp_path / "sweep"
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "optuna.db").write_text("not a database\n")
+    if any("{pkg}" in t for t in texts):  # the user's package, importable from here
+        write_user_package(tmp_path)
+        places["{pkg}"] = "userpkg"
     for defect in sorted({m for t in texts for m in re.findall(r"\{run:(\w+)\}", t)}):
         places[f"{{run:{defect}}}"] = tmp_path / "runs" / defect
         write_run(tmp_path / "runs" / defect, defect)
@@ -376,6 +402,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     command, overrides, message, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module
     places = _places(tmp_path, [*overrides, message])
     before = files_under(tmp_path)
     args = [_fill(o, places) for o in overrides]

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from optbench.errors import ArgumentParser
 from optbench.optim.factory import optimizer_config
-from optbench.optim.registry import OPTIMIZERS
+from optbench.optim.registry import all_optimizers
 from optbench.tracking.console import console
 
 COLUMNS = (
@@ -26,21 +26,24 @@ COLUMNS = (
 )
 LEGEND = (
     "state: optimizer memory per parameter element. --wide adds the implementation and whether "
-    "optimizer.impl=reference exists; --markdown prints every column as a GitHub table."
+    "optimizer.impl=reference exists; --markdown prints every column as a GitHub table. "
+    "Your own class: optimizer=custom optimizer.target=mypkg.opt.MyAdam (README: Your own "
+    "optimizer)."
 )
 
 
 def rows() -> list[tuple[str, ...]]:
     out = []
-    for name, info in OPTIMIZERS.items():
+    for name, info in all_optimizers().items():  # optbench's, then installed packages'
         lr = optimizer_config(name).get("lr")
+        origin = "" if info.origin == "optbench" else f" (from the package {info.origin})"
         out.append((
             name,
             info.backend,
             info.state,
             "yes" if info.reference else "-",
             "base's" if lr is None else f"{lr:g}" + (" (self-tuning)" if info.self_tuning else ""),
-            info.description,
+            info.description + origin,
         ))  # fmt: skip
     return out
 

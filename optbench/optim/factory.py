@@ -256,7 +256,14 @@ def optimizer_from_groups(
         if info.origin == "optbench":
             raise
         # A user's constructor that fails is their mistake to see in one line, not ours.
+        meta = any(_is_meta(group) for group in groups)
         raise UserError(
-            f"optimizer={info.name}: {info.backend}(...) raised {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            f"optimizer={info.name}: {info.backend}(...) raised {type(err).__name__}"
+            f"{' on the meta device, where optbench checks a run before it starts' if meta else ''}"
+            f": {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         ) from None
+
+
+def _is_meta(group: dict[str, Any] | torch.Tensor) -> bool:
+    params = group["params"] if isinstance(group, dict) else [group]
+    return any(p.is_meta for p in params)

@@ -3,6 +3,8 @@
 The coefficient is a group's `momentum` (SGD, RMSprop, LARS, Muon) or the first of its
 `betas` (Adam family, Lion, Sophia). The state is the first-moment buffer: `momentum_buffer`
 (SGD-style, a sum: v = mu v + g) or `exp_avg` (Adam-style, an average: m = b m + (1 - b) g).
+A user's optimizer class whose buffers are named otherwise lists them in a class attribute,
+`first_moment_keys = {"m": "average"}` (state key -> "sum" or "average").
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from optbench.errors import UserError
 
 SUM_BUFFER = "momentum_buffer"  # v = mu * v + g: its size depends on mu
 AVERAGE_BUFFER = "exp_avg"  # m = b * m + (1 - b) * g: an average of gradients for any b
+FIRST_MOMENT_KEYS = {SUM_BUFFER: "sum", AVERAGE_BUFFER: "average"}
+
+
+def first_moment_keys(optimizer: torch.optim.Optimizer) -> dict[str, str]:
+    """The state keys of the first-moment buffers and their form: torch's names, or those
+    the optimizer's class declares."""
+    return getattr(type(optimizer), "first_moment_keys", FIRST_MOMENT_KEYS)
 
 
 def momentum_coefficient(group: dict[str, Any]) -> float | None:
@@ -46,10 +55,12 @@ def set_momentum_coefficient(
     else:
         group["momentum"] = value
     if rescale_buffers and old != value:
+        sums = [key for key, form in first_moment_keys(optimizer).items() if form == "sum"]
         for p in group["params"]:
-            buffer = optimizer.state.get(p, {}).get(SUM_BUFFER)
-            if buffer is not None:
-                buffer.mul_((1 - old) / (1 - value))
+            for key in sums:
+                buffer = optimizer.state.get(p, {}).get(key)
+                if buffer is not None:
+                    buffer.mul_((1 - old) / (1 - value))
 
 
 def momentum_buffers(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> list[torch.Tensor]:
@@ -57,7 +68,7 @@ def momentum_buffers(optimizer: torch.optim.Optimizer, group: dict[str, Any]) ->
     buffers = []
     for p in group["params"]:
         state = optimizer.state.get(p, {})
-        for key in (SUM_BUFFER, AVERAGE_BUFFER):
+        for key in first_moment_keys(optimizer):
             if isinstance(state.get(key), torch.Tensor):
                 buffers.append(state[key])
     return buffers

@@ -267,7 +267,10 @@ def all_optimizers() -> dict[str, OptimizerInfo]:
 
 
 def optimizer_info(name: str, target: str | None = None) -> OptimizerInfo:
-    """The optimizer `name` selects, or, given a `target`, the user's class it names."""
+    """The optimizer `name` selects, or, given a `target`, the user's class it names (a
+    dotted path as the name, `mypkg.opt.MyAdam`, is that class too)."""
+    if target is None and "." in name:
+        name, target = CUSTOM, name
     if target is not None:
         return target_optimizer(name, target)
     known = all_optimizers()
@@ -278,7 +281,7 @@ def optimizer_info(name: str, target: str | None = None) -> OptimizerInfo:
 
 def info_of(cfg: DictConfig) -> OptimizerInfo:
     """The optimizer an `optimizer:` config describes."""
-    if "target" in cfg and OmegaConf.is_missing(cfg, "target"):
+    if "target" in list(cfg) and OmegaConf.is_missing(cfg, "target"):  # `in cfg` skips a ???
         raise UserError(
             f"optimizer={cfg.name} needs optimizer.target, the import path of your optimizer "
             "class (e.g. optimizer.target=mypkg.opt.MyAdam)"

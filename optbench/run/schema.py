@@ -284,8 +284,9 @@ def typed(cfg: DictConfig) -> DictConfig:
         raise UserError(_one_line(err, schema, cfg)) from None
     plain = OmegaConf.create(OmegaConf.to_container(merged, resolve=False))
     with open_dict(plain):
-        for key in set(plain.optimizer) - set(cfg.optimizer):
-            del plain.optimizer[key]
+        for block in ("optimizer", "model"):  # constructor keys the config leaves out
+            for key in set(plain[block]) - set(cfg[block]):
+                del plain[block][key]
         for key in cfg:
             if key not in nodes:
                 plain[key] = cfg[key]
@@ -297,7 +298,8 @@ def _check_blocks(schema: DictConfig, cfg: DictConfig, prefix: str) -> None:
     a key removed with `~` (it would silently take the schema's default)."""
     for key in schema:
         node = schema._get_node(key)  # unresolved: a `???` default is not an error here
-        if key not in cfg and not prefix.startswith("optimizer."):
+        # An optimizer's or a user's class's keys left out keep their constructor's default.
+        if key not in cfg and not (prefix.startswith("optimizer.") or "target" in cfg):
             raise UserError(f"{prefix}{key} is missing; set it rather than remove it")
         if isinstance(node, DictConfig) and key in cfg:
             value = cfg._get_node(key)

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from optbench.errors import UserError
-from optbench.optim import OPTIMIZERS, optimizer_config, optimizer_from_groups, optimizer_info
+from optbench.optim import optimizer_config, optimizer_from_groups, optimizer_info
 from optbench.optim.factory import resolve_optimizer_config
 from optbench.optim.hessian import HutchinsonHessian
+from optbench.optim.registry import all_optimizers
 from optbench.toy.functions import Point, ToyFunction
 
 DTYPE = torch.float64
@@ -53,9 +54,13 @@ UNSUPPORTED: dict[str, str] = {
 
 def check_supported(name: str) -> None:
     """Raise a UserError for an unknown optimizer or one that cannot run on a 2-D point."""
-    if name not in OPTIMIZERS:
-        supported = [n for n in OPTIMIZERS if n not in UNSUPPORTED]
-        raise UserError(f"unknown optimizer '{name}'; choose from {', '.join(supported)}")
+    known = all_optimizers()
+    if name not in known and "." not in name:  # a dotted path names a user's class
+        supported = [n for n in known if n not in UNSUPPORTED]
+        raise UserError(
+            f"unknown optimizer '{name}'; choose from {', '.join(supported)}, or give your "
+            "class's import path (mypkg.opt.MyRMSprop)"
+        )
     if name in UNSUPPORTED:
         raise UserError(f"optimizer {name} cannot run on a 2-D test function: {UNSUPPORTED[name]}")
 
