@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -195,39 +196,55 @@ def with_resolved_optimizer(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An `optimizer:` config resolved and checked once: what it names and its arguments."""
+
+    cfg: DictConfig  # a wrapper's base defaults filled in
+    info: OptimizerInfo
+    impl: str
+    hparams: dict[str, Any]  # the constructor's arguments, fixed ones included
+
+
+def resolve(cfg: DictConfig) -> OptimizerSpec:
+    cfg = resolve_optimizer_config(cfg)
+    info = info_of(cfg)
+    hparams = {**info.defaults, **hyperparameters(cfg)}
+    validate_hyperparameters(info.name, hparams)
+    check_keys(info, cfg, hparams)
+    return OptimizerSpec(cfg, info, cfg.get("impl", "library"), hparams)
+
+
 def build_optimizer(
     model: nn.Module, cfg: DictConfig, groups_cfg: DictConfig, device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer `cfg` names over `model`'s parameter groups (`groups_cfg`)."""
-    cfg = resolve_optimizer_config(cfg)
-    hparams = hyperparameters(cfg)
-    validate_hyperparameters(cfg.name, hparams)
+    spec = resolve(cfg)
     groups = parameter_groups(
         model,
-        weight_decay=hparams.get("weight_decay", 0.0),
+        weight_decay=spec.hparams.get("weight_decay", 0.0),
         no_decay_bias_norm=groups_cfg.no_decay_bias_norm,
         lr_multipliers=groups_cfg.lr_multipliers,
         layer_decay=groups_cfg.layer_decay,
         norm_lr_multiplier=groups_cfg.norm_lr_multiplier,
         decay_per_step=groups_cfg.decay_per_step,
     )
-    return optimizer_from_groups(groups, cfg, device)
+    return _construct(groups, spec, device)
 
 
 def optimizer_from_groups(
     groups: list[dict[str, Any]], cfg: DictConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimizer `cfg` names over ready-made parameter groups (or a list of tensors).
+    """The optimizer `cfg` names over ready-made parameter groups (or a list of tensors)."""
+    return _construct(groups, resolve(cfg), device)
 
-    Each group starts at `lr x lr_scale`; an `auto` LR starts at 0, since the run sets
-    every group's LR before each step anyway (optbench/run/hyperparameters.py).
-    """
-    cfg = resolve_optimizer_config(cfg)
-    info = info_of(cfg)
-    hparams = {**info.defaults, **hyperparameters(cfg)}
-    validate_hyperparameters(info.name, hparams)
-    impl = cfg.get("impl", "library")
-    check_keys(info, cfg, hparams)
+
+def _construct(
+    groups: list[dict[str, Any]], spec: OptimizerSpec, device: torch.device
+) -> torch.optim.Optimizer:
+    """Each group starts at `lr x lr_scale`; an `auto` LR starts at 0, since the run sets
+    every group's LR before each step anyway (optbench/run/hyperparameters.py)."""
+    cfg, info, impl, hparams = spec.cfg, spec.info, spec.impl, dict(spec.hparams)
     if hparams.get("lr") == "auto":
         hparams["lr"] = 0.0
     for group in groups:
