@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import FAST
 from helpers import compose_config, read_jsonl
+from user_package import write_user_package
 
 from optbench import distributed
 from optbench.commands.launch import gpu_block
@@ -43,6 +45,13 @@ RUNS = {
     "adamw8bit": ["optimizer=adamw8bit"],
     "prodigy": ["optimizer=prodigy"],
     "soap": ["optimizer=soap"],
+    # A user's own optimizer and schedule, by import path (tests/user_package.py).
+    "custom": [
+        "optimizer=custom",
+        "optimizer.target=userpkg.opt.MyAdam",
+        "scheduler=custom",
+        "scheduler.target=userpkg.sched.half_cosine",
+    ],
 }
 # Float rounding: two ranks sum each half of the batch, then average the halves.
 ATOL = {"momentum": 1e-6, "momentum_accum": 1e-6}
@@ -61,9 +70,10 @@ def overrides(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_rank_runs(tmp_path_factory) -> Path:
+def two_rank_runs(tmp_path_factory) -> Iterator[Path]:
     """Every RUNS entry trained by 2 torchrun ranks; returns the folder of their weights."""
     root = tmp_path_factory.mktemp("ddp")
+    package = write_user_package(root / "user")
     spec = root / "spec.json"
     spec.write_text(json.dumps({
         "root": str(root / "runs"), "weights": str(root),
@@ -72,10 +82,13 @@ def two_rank_runs(tmp_path_factory) -> Path:
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(TESTS / "ddp_worker.py"), str(spec)],
-        capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(package)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return root
+    with pytest.MonkeyPatch.context() as patch:  # the single-process runs import it too
+        patch.syspath_prepend(str(package))
+        yield root
 
 
 @pytest.mark.parametrize("name", list(RUNS))

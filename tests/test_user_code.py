@@ -177,7 +177,7 @@ def test_by_config_dir_a_sweep_lr_find_schedule_and_report(user_dir):
     )
 
 
-def test_by_entry_point_optimizers_lists_it_and_train_and_lookahead_run_it(tmp_path):
+def test_by_entry_point_it_is_listed_and_train_lookahead_search_and_tune_run_it(tmp_path):
     site = install_user_package(tmp_path / "site")
     env = {"PYTHONPATH": str(site)}
     listed = optbench("optimizers", "--markdown", cwd=tmp_path, env=env)
@@ -197,6 +197,14 @@ def test_by_entry_point_optimizers_lists_it_and_train_and_lookahead_run_it(tmp_p
     assert search.returncode == 0, search.stderr
     trials = json.loads((tmp_path / "search" / "search.json").read_text())["trials"]
     assert len(trials) == 2
+    space = "{optimizer: {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}}"
+    tune = optbench("tune", "+experiment=tuning", *FAST, "trainer.epochs=1", "tuning.trials=1",
+                    "tuning.studies=1", "tuning.eval_seeds=[1]", "tuning.optimizers=[my_adam,adam]",
+                    f"+tuning.spaces.my_adam={space}", f"hydra.sweep.dir={tmp_path / 'tune'}",
+                    cwd=tmp_path, env=env)  # fmt: skip
+    assert tune.returncode == 0, tune.stderr
+    tuned = json.loads((tmp_path / "tune" / "tuning.json").read_text())["optimizers"]
+    assert set(tuned) == {"my_adam", "adam"}
 
 
 def test_verify_from_the_working_folder_through_the_console_script(user_dir):
