@@ -49,34 +49,31 @@ class _AdamRule(Adam):
             p.mul_(1 - lr * wd)
         return p.grad.add(p, alpha=wd) if wd != 0 and not self.decoupled_weight_decay else p.grad
 
+    def moments(self, p: Tensor, group: dict[str, Any], g: Tensor) -> tuple[int, Tensor, Tensor]:
+        """t = t + 1;  m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2"""
+        beta1, beta2 = group["betas"]
+        state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
+        state["step"] += 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        return state["step"], m, v
+
 
 class AdamWithoutBiasCorrection(_AdamRule):
     def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        lr, (beta1, beta2) = group["lr"], group["betas"]
         for p in params:
-            state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
-            m, v, g = state["exp_avg"], state["exp_avg_sq"], self.decayed_gradient(p, group)
-            # m = beta1 * m + (1 - beta1) * g
-            # v = beta2 * v + (1 - beta2) * g^2
+            _, m, v = self.moments(p, group, self.decayed_gradient(p, group))
             # p = p - lr * m / (sqrt(v) + eps)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-lr)
+            p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-group["lr"])
 
 
 class AdamEpsInsideRoot(_AdamRule):
     def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2) = group["lr"], group["betas"]
         for p in params:
-            state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
-            state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            g = self.decayed_gradient(p, group)
-            # m = beta1 * m + (1 - beta1) * g
-            # v = beta2 * v + (1 - beta2) * g^2
+            t, m, v = self.moments(p, group, self.decayed_gradient(p, group))
             # p = p - lr * m / (1 - beta1^t) / sqrt(v / (1 - beta2^t) + eps)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (v / (1 - beta2**t)).add_(group["eps"]).sqrt_()
             p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
@@ -85,15 +82,8 @@ class AdamEpsBeforeBiasCorrection(_AdamRule):
     def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2) = group["lr"], group["betas"]
         for p in params:
-            state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
-            state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            g = self.decayed_gradient(p, group)
-            # m = beta1 * m + (1 - beta1) * g
-            # v = beta2 * v + (1 - beta2) * g^2
+            t, m, v = self.moments(p, group, self.decayed_gradient(p, group))
             # p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             step_size = lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
             p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
 
@@ -102,16 +92,10 @@ class AdamWDecayWithoutLR(_AdamRule):
     def update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2) = group["lr"], group["betas"]
         for p in params:
-            state = self.state_of(p, "exp_avg", "exp_avg_sq", step=0)
-            state["step"] += 1
-            t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
-            # p = p - wd * p
-            # m = beta1 * m + (1 - beta1) * g
-            # v = beta2 * v + (1 - beta2) * g^2
-            # p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+            # p = p - wd * p   (not lr * wd * p), then Adam's step on the raw gradient
             p.mul_(1 - group["weight_decay"])
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            t, m, v = self.moments(p, group, p.grad)
+            # p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
             denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(group["eps"])
             p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
