@@ -1,8 +1,10 @@
 """What a person sees: a run rendered in a pseudo-terminal and read back by a terminal emulator
-(pyte), `optbench optimizers` at 80 columns, and the commands' --help."""
+(pyte), `optbench optimizers` and the schedule summary at 80 columns, folders wider than the
+terminal, search workers without bars, and the commands' --help."""
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import multiprocessing
 import os
@@ -17,11 +19,16 @@ from pathlib import Path
 import pyte
 import pytest
 from conftest import FAST
+from omegaconf import OmegaConf
 
 from optbench.commands.optimizers import COLUMNS, rows
+from optbench.commands.search import prepare, worker_command
 from optbench.hydra_command import preflight
 from optbench.optim import OPTIMIZERS
+from optbench.schedules.registry import SCHEDULERS
+from optbench.studies.search_trial import compose_trial
 from optbench.tracking.console import shares_terminal
+from optbench.train.resume import check_resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_PREFIX = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]\[optbench\]\[INFO\] - ")
@@ -190,3 +197,87 @@ def test_help_starts_with_usage_and_examples_that_compose(
         preflight(config_name, [a for a in args if a != "-m"], "-m" in args, lambda cfg: None,
                   new_output=False)  # fmt: skip
     assert not list(tmp_path.iterdir())  # composing the examples wrote nothing
+
+
+# A folder wider than 80 columns, with brackets that rich would take for markup.
+LONG_FOLDER = "a-folder-long-enough-to-wrap-on-an-eighty-column-terminal-[adam,lr=0.1]"
+
+
+def whole_values_of(csv_path: Path, name: str, steps_per_epoch: int) -> list[str]:
+    """What the schedule summary shows of one schedule, read back from its CSV."""
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    lrs = [float(row[next(k for k in table[0] if k.startswith("lr/"))]) for row in table]
+    peak = lrs.index(max(lrs))
+    values = [name, SCHEDULERS[name].oracle, f"{len(lrs)} ({steps_per_epoch}/epoch)",
+              f"{lrs[peak]:.3g} at step {peak}", f"{lrs[-1]:.3g}"]  # fmt: skip
+    if momentum := [k for k in table[0] if k.startswith("momentum/")]:
+        momenta = [float(row[momentum[0]]) for row in table]
+        values.append(f"{min(momenta):.3g}-{max(momenta):.3g}")
+    return values
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_schedule_summary_splits_no_value(tmp_path, columns):
+    run_dir = tmp_path / LONG_FOLDER
+    code, raw = in_terminal(
+        ["optbench", "schedule", *FAST, "scheduler=onecycle",
+         "schedule.compare=[cosine,warmup_cosine]", f"hydra.run.dir='{run_dir}'"],
+        columns,
+    )  # fmt: skip
+    lines = screen_lines(raw, columns)
+    print(f"--- the terminal at {columns} columns ---", *lines, sep="\n")
+    assert code == 0
+    shown = [
+        (run_dir / "schedule.csv", "onecycle"),
+        (run_dir / "schedule-cosine.csv", "cosine"),
+        (run_dir / "schedule-warmup_cosine.csv", "warmup_cosine"),
+    ]
+    values = [v for path, name in shown for v in whole_values_of(path, name, 8)]
+    assert "0.85-0.95" in values  # onecycle's momentum, the widest row
+    for value in values:
+        assert any(f" {value} " in line for line in lines), f"{value!r} was split"
+    png, csv_ = run_dir / "schedule.png", run_dir / "schedule.csv"
+    assert f"wrote {png} and {csv_}" in unwrapped(lines, columns)
+
+
+@pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        (["toy", "steps=20", "optimizers=[sgd,adam]"], "run folder: {}"),
+        (
+            ["lr-find", *FAST, "lr_find.num_iter=20"],
+            "wrote {}/lr_find.png, lr_find.csv, lr_find.json",
+        ),
+    ],
+)
+def test_a_folder_wider_than_the_terminal_is_printed_whole_on_its_own_line(tmp_path, command, line):
+    run_dir = tmp_path / LONG_FOLDER
+    code, raw = in_terminal(["optbench", *command, f"hydra.run.dir='{run_dir}'"], 80)
+    lines = screen_lines(raw, 80)
+    print(*lines, sep="\n")
+    assert code == 0
+    # Right below the table: no caption centred under it, the path written as one line.
+    below_the_table = unwrapped(
+        lines[max(i for i, s in enumerate(lines) if s.startswith("└")) + 1 :], 80
+    )
+    assert below_the_table[-1] == line.format(run_dir)
+
+
+def test_search_workers_draw_no_bar_and_train_what_the_command_would(tmp_path):
+    # The workers are programs of their own on this terminal: each would draw its bar there.
+    sweep = tmp_path / "search"
+    plan = prepare(["+experiment=lr_wd_search", *FAST, "trainer.progress=true",
+                    "search.workers=2", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    own_trial = compose_trial(plan.overrides, {})
+    assert own_trial.trainer.progress is True
+    for i in range(plan.settings.workers):
+        command = worker_command(plan, i)
+        assert command[1:4] == ["-m", "optbench", "search"]
+        worker = prepare(command[4:])  # what the worker composes from its command line
+        assert (worker.settings.workers, worker.settings.worker) == (1, i)
+        trial = compose_trial(worker.overrides, {})
+        assert trial.trainer.progress is False
+        # Nothing else changed: a trial a worker began resumes under the command itself.
+        check_resumable(own_trial, {"config": OmegaConf.to_container(trial)}, sweep)
+    assert not sweep.exists()  # composed and checked only

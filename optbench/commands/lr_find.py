@@ -35,5 +35,11 @@ def run_lr_find(cfg: DictConfig, run_dir: Path) -> float | None:
         return result.chosen.lr
     write_outputs(result, run_dir, label(cfg))
     console.print(suggestions_table(result, f"LR range test: {label(cfg)}"))
-    console.print(f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json")
+    # A path wider than the terminal stays one line to copy; brackets in it are no markup.
+    console.print(
+        f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     return result.chosen.lr

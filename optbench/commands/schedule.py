@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from rich.measure import Measurement
 from rich.table import Table
 
 from optbench.config import group_option
@@ -98,15 +99,46 @@ def summary(curve: ScheduleCurve) -> dict[str, Any]:
     return row
 
 
-def schedules_table(curves: list[ScheduleCurve]) -> Table:
+TITLE = "LR schedule (first parameter group)"
+
+
+def schedules_tables(curves: list[ScheduleCurve], width: int) -> list[Table]:
+    """The summaries, no value split: one row per schedule where that fits in `width`, else one
+    column per schedule, in as many tables as it takes."""
     rows = [summary(c) for c in curves]
-    table = Table(title="LR schedule (first parameter group)", title_justify="left")
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    by_schedule = Table(title=TITLE, title_justify="left")
+    for field in fields:
+        by_schedule.add_column(field)
     for row in rows:
-        table.add_row(*(row.get(c, "-") for c in columns))
+        by_schedule.add_row(*(row.get(f, "-") for f in fields))
+    if _natural_width(by_schedule) <= width:
+        return [by_schedule]
+    tables: list[Table] = []
+    while rows:
+        n = 1
+        while n < len(rows) and _natural_width(_by_field(rows[: n + 1], fields)) <= width:
+            n += 1
+        tables.append(_by_field(rows[:n], fields, TITLE if not tables else None))
+        rows = rows[n:]
+    return tables
+
+
+def _by_field(rows: list[dict[str, Any]], fields: list[str], title: str | None = None) -> Table:
+    """One row per field, one column per schedule, headed by its name."""
+    name, *others = fields
+    table = Table(title=title, title_justify="left")
+    table.add_column(name, style="bold")
+    for row in rows:
+        table.add_column(row[name], overflow="fold")
+    for field in others:
+        table.add_row(field, *(row.get(field, "-") for row in rows))
     return table
+
+
+def _natural_width(table: Table) -> int:
+    """How wide `table` is with no cell wrapped."""
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
 def plot_curves(
@@ -157,8 +189,15 @@ def run_schedule(cfg: DictConfig, run_dir: Path) -> None:
         f"{curves[0].steps_per_epoch} steps"
     )
     save_png(plot_curves(series, curves[0].steps_per_epoch, title), run_dir / PNG_NAME)
-    console.print(schedules_table(curves))
-    console.print(f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}")
+    for table in schedules_tables(curves, console.width):
+        console.print(table)
+    # A path wider than the terminal stays one line to copy; brackets in it are no markup.
+    console.print(
+        f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def read_curve_csv(path: Path) -> tuple[list[float], list[float] | None, int]:
@@ -187,4 +226,6 @@ class OverlayAtSweepEnd(Callback):
                 plot_curves(series, steps_per_epoch, "LR schedules of the sweep"),
                 sweep_dir / OVERLAY_NAME,
             )
-            console.print(f"wrote {sweep_dir / OVERLAY_NAME}")
+            console.print(
+                f"wrote {sweep_dir / OVERLAY_NAME}", markup=False, highlight=False, soft_wrap=True
+            )

@@ -131,24 +131,21 @@ def search(s: Search) -> optuna.Study:
 
 def _run_workers(s: Search) -> None:
     """`search.workers` processes of this command, one study: each asks when it is free."""
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "optbench",
-                "search",
-                *s.overrides,
-                "search.workers=1",
-                f"search.worker={i}",
-                "search.reclaim=false",
-            ]
-        )
-        for i in range(s.settings.workers)
-    ]
+    workers = [subprocess.Popen(worker_command(s, i)) for i in range(s.settings.workers)]
     codes = [w.wait() for w in workers]
     if any(codes):
         raise WorkerFailed(f"search workers exited with codes {codes}", max(codes))
+
+
+def worker_command(s: Search, worker: int) -> list[str]:
+    """Worker `worker`'s command line: this one's overrides, one worker, no bar (the workers
+    share this terminal, and their bars would overwrite each other's lines; the bar is
+    bookkeeping, so a resumed trial's config still matches)."""
+    return [
+        sys.executable, "-m", "optbench", "search", *s.overrides,
+        "search.workers=1", f"search.worker={worker}", "search.reclaim=false",
+        "trainer.progress=false",
+    ]  # fmt: skip
 
 
 class WorkerFailed(Exception):

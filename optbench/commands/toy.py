@@ -32,7 +32,7 @@ from optbench.toy.trajectories import (
     default_lr,
     run_trajectory,
 )
-from optbench.tracking.console import console
+from optbench.tracking.console import console, print_path
 from optbench.tracking.files import atomic_write_text
 
 IMPLS = ("library", "reference")
@@ -158,11 +158,9 @@ def _trajectory_rows(trajectories: list[Trajectory]) -> list[list[Any]]:
     ]
 
 
-def _table(cfg: DictConfig, summaries: list[dict[str, Any]], run_dir: Path) -> Table:
+def _table(cfg: DictConfig, summaries: list[dict[str, Any]]) -> Table:
     table = Table(
-        title=f"toy: {cfg.function}, {cfg.steps} steps, impl={cfg.impl}",
-        caption=str(run_dir),
-        title_justify="left",
+        title=f"toy: {cfg.function}, {cfg.steps} steps, impl={cfg.impl}", title_justify="left"
     )
     table.add_column("optimizer")
     steps_column = f"steps to < {cfg.threshold:g}"
@@ -208,5 +206,6 @@ def run_toy(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
             cfg.plot.gif_frames,
             cfg.plot.gif_fps,
         )
-    console.print(_table(cfg, summaries, run_dir))
+    console.print(_table(cfg, summaries))
+    print_path("run folder", run_dir)
     return {s["optimizer"]: s for s in summaries}
