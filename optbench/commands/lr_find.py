@@ -11,7 +11,7 @@ from optbench.commands.launch import ranks_to_start, start_ranks
 from optbench.lr_finder.finder import FinderSettings, find_lr
 from optbench.lr_finder.outputs import JSON_NAME, suggestions_table, write_outputs
 from optbench.run import build_run
-from optbench.tracking.console import console
+from optbench.tracking.console import console, print_plain
 from optbench.train.preflight import check_train_config
 
 
@@ -35,11 +35,5 @@ def run_lr_find(cfg: DictConfig, run_dir: Path) -> float | None:
         return result.chosen.lr
     write_outputs(result, run_dir, label(cfg))
     console.print(suggestions_table(result, f"LR range test: {label(cfg)}"))
-    # A path wider than the terminal stays one line to copy; brackets in it are no markup.
-    console.print(
-        f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_plain(f"wrote {run_dir}/lr_find.png, lr_find.csv, lr_find.json")
     return result.chosen.lr

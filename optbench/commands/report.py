@@ -49,7 +49,7 @@ from optbench.report.tables import (
 )
 from optbench.report.targets import DEFAULT_TARGET_FRACTION
 from optbench.studies.search_outputs import report_section
-from optbench.tracking.console import console
+from optbench.tracking.console import console, print_plain
 from optbench.tracking.files import atomic_write_text
 
 DESCRIPTION = """\
@@ -251,7 +251,5 @@ def run_report(args: list[str]) -> int:
     print_comparison(comparison)
     out = opts.out or opts.dirs[0] / "report"
     written = write_comparison(comparison, out, shlex.join(["optbench", "report", *args]))
-    console.print(
-        f"wrote {out}/: {', '.join(written)}", markup=False, highlight=False, soft_wrap=True
-    )
+    print_plain(f"wrote {out}/: {', '.join(written)}")
     return 0

@@ -22,7 +22,7 @@ from optbench.errors import UserError
 from optbench.run.auto_lr import auto_keys
 from optbench.run.schedule_curve import ScheduleCurve, schedule_curve
 from optbench.schedules import scheduler_info
-from optbench.tracking.console import console
+from optbench.tracking.console import console, print_plain
 from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_text
 from optbench.train.preflight import check_train_config
@@ -191,13 +191,7 @@ def run_schedule(cfg: DictConfig, run_dir: Path) -> None:
     save_png(plot_curves(series, curves[0].steps_per_epoch, title), run_dir / PNG_NAME)
     for table in schedules_tables(curves, console.width):
         console.print(table)
-    # A path wider than the terminal stays one line to copy; brackets in it are no markup.
-    console.print(
-        f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_plain(f"wrote {run_dir / PNG_NAME} and {run_dir / CSV_NAME}")
 
 
 def read_curve_csv(path: Path) -> tuple[list[float], list[float] | None, int]:
@@ -226,6 +220,4 @@ class OverlayAtSweepEnd(Callback):
                 plot_curves(series, steps_per_epoch, "LR schedules of the sweep"),
                 sweep_dir / OVERLAY_NAME,
             )
-            console.print(
-                f"wrote {sweep_dir / OVERLAY_NAME}", markup=False, highlight=False, soft_wrap=True
-            )
+            print_plain(f"wrote {sweep_dir / OVERLAY_NAME}")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from optbench.errors import ArgumentParser, UserError
 from optbench.lr_finder.outputs import CSV_NAME, JSON_NAME
-from optbench.tracking.console import console
+from optbench.tracking.console import console, print_plain
 from optbench.tracking.figures import new_figure, save_png
 from optbench.tracking.files import atomic_write_text
 
@@ -101,7 +101,7 @@ def run_lr_compare(args: list[str]) -> int:
     options = parser.parse_args(args)
     out = options.out or options.dirs[0]
     console.print(write_comparison(options.dirs, out))
-    console.print(f"wrote {out / PNG_NAME} and {out / TABLE_NAME}")
+    print_plain(f"wrote {out / PNG_NAME} and {out / TABLE_NAME}")
     return 0
 
 
@@ -112,4 +112,4 @@ class CompareAtSweepEnd(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if any(sweep_dir.rglob(JSON_NAME)):
             console.print(write_comparison([sweep_dir], sweep_dir))
-            console.print(f"wrote {sweep_dir / PNG_NAME}")
+            print_plain(f"wrote {sweep_dir / PNG_NAME}")

@@ -119,6 +119,12 @@ def summary_table(title: str, rows: dict[str, Any]) -> Table:
     return table
 
 
+def print_plain(line: str) -> None:
+    """`line` as written: not broken at the terminal's width (a path stays whole to copy), and
+    brackets in it (`sweep[adam]`) not read as rich markup."""
+    console.print(Text(line), soft_wrap=True, highlight=False)
+
+
 def print_path(label: str, path: Path | str) -> None:
-    """`label: path` on one line of its own, never broken by rich, to copy whole."""
-    console.print(Text(f"{label}: {path}"), soft_wrap=True, highlight=False)
+    """`label: path` on one line of its own."""
+    print_plain(f"{label}: {path}")
