@@ -62,6 +62,7 @@ def test_throughput_prints_both_sides_and_their_ratio():
     assert re.search(r"^\| \d{4}-\d\d-\d\d \| .+ \| .+x \|", stdout, re.M), stdout
 
 
+@pytest.mark.slow
 def test_throughput_over_two_ranks_prints_both_runs_and_their_ratio():
     throughput("--nproc", "2", "--threads", "1", sides=("2 ranks", "1 process"))
 

@@ -151,6 +151,7 @@ def test_a_job_refused_at_its_start_leaves_no_folder_but_keeps_real_outputs(tmp_
     assert root.is_dir() and not any(root.iterdir())  # empty date folders go, the root stays
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     # Long enough to outlive the second process's start-up; terminated when the check is done.
@@ -180,6 +181,7 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
     assert epochs == sorted(set(epochs))  # one writer: no epoch twice
 
 
+@pytest.mark.slow
 def test_a_command_that_logs_nothing_leaves_no_empty_log_file(tmp_path):
     for command in (["schedule", *FAST], ["toy", "steps=20"]):
         run_dir = tmp_path / command[0]

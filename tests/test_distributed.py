@@ -27,6 +27,8 @@ from optbench.train import checkpoint
 from optbench.train.trainer import train
 
 TESTS = Path(__file__).parent
+# Every test here starts two or more processes (gloo ranks, torchrun, Slurm tasks).
+pytestmark = pytest.mark.slow
 EPOCHS = ["trainer.epochs=2"]
 # One run per optimizer family, and accumulation for the three the issue names. FAST's
 # global batch is 64: 32 per rank, or 2 x 16 with accumulation.
@@ -267,7 +269,6 @@ README_TWO_RANKS = ["train", "trainer.devices=2", "dataset=synthetic", "model=ml
                     "trainer.epochs=2"]  # fmt: skip
 
 
-@pytest.mark.slow  # 10 two-rank launches: about 105 s on 2 cores
 def test_ten_two_rank_launches_all_complete(tmp_path):
     # Before `distributed.leave`, 4 launches in 29 here ended with a rank aborting at exit
     # ("terminate called without an active exception", exit 250) after a completed run.

@@ -220,6 +220,7 @@ def _submitit_task(marker: str) -> int:
     return found[0]
 
 
+@pytest.mark.slow
 def test_a_preempted_submitit_job_is_requeued_and_resumes_in_its_run_directory(tmp_path):
     main = subprocess.Popen(
         ["optbench", "train", "-m", "hydra/launcher=submitit_local", "trainer.seed=0",

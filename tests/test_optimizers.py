@@ -77,6 +77,7 @@ def test_every_optimizer_continues_identically_after_a_state_dict_round_trip(nam
         assert torch.equal(a, b), key
 
 
+@pytest.mark.slow
 def test_every_optimizer_builds_and_trains_from_the_cli(tmp_path):
     names = ",".join(OPTIMIZERS)
     # 3x8x8 images: a 192-wide input keeps the matrix preconditioners' first steps short.

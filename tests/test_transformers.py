@@ -180,6 +180,7 @@ def cli(*args: str, cwd) -> subprocess.CompletedProcess:
     return out
 
 
+@pytest.mark.slow
 def test_lr_find_schedule_sweeps_and_the_report_work_on_both_workloads(tmp_path):
     small_lm = [*MARKOV, "dataset.length=6000", "trainer.epochs=2"]
     cli(

@@ -141,6 +141,7 @@ def test_toy_runs_a_users_rmsprop_beside_sgd_and_adam_on_torchs_path(user_dir, c
     assert paths["userpkg.opt.MyRMSprop"] != pytest.approx(paths["adam"])
 
 
+@pytest.mark.slow
 def test_by_config_dir_a_sweep_lr_find_schedule_and_report(user_dir):
     small = [*NO_MODEL, "trainer.epochs=1", "model=custom", "model.target=userpkg.models.Net"]
     sweep = user_dir / "sweep"
@@ -177,6 +178,7 @@ def test_by_config_dir_a_sweep_lr_find_schedule_and_report(user_dir):
     )
 
 
+@pytest.mark.slow
 def test_by_entry_point_it_is_listed_and_train_lookahead_search_and_tune_run_it(tmp_path):
     site = install_user_package(tmp_path / "site")
     env = {"PYTHONPATH": str(site)}

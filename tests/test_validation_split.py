@@ -134,6 +134,7 @@ def test_search_trials_and_pruning_read_validation(tmp_path, random_test_labels)
     assert all(len(t[3]) >= 1 for t in honest)  # reported at step resolution
 
 
+@pytest.mark.slow
 def test_tune_picks_and_score_read_validation(tmp_path, random_test_labels, capsys):
     args = ["tune", "+experiment=tuning", *FAST, *QUICK, "tuning.optimizers=[adam,lion]",
             "tuning.trials=2", "tuning.studies=2", "tuning.eval_seeds=[1]", "trainer.epochs=2",
