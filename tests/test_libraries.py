@@ -176,3 +176,23 @@ def test_the_readme_states_the_lowest_torch_pair_the_package_requires():
     )
     assert stated is not None
     assert (stated[1], stated[2]) == (lowest["torch"], lowest["torchvision"])
+
+
+@pytest.mark.slow
+def test_one_seed_gives_the_same_search_trials_on_optuna_4_and_5(tmp_path):
+    """The other major version of Optuna in a venv beside this one (pip fetches it): the script
+    that compares them exits 0 only when optbench's TPE proposes the same trials on both."""
+    installed = int(optuna.__version__.split(".")[0])
+    other = {4: "optuna>=5,<6", 5: "optuna>=4,<5"}.get(installed)
+    if other is None:
+        pytest.skip(f"Optuna {installed} has no other supported major version to compare")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    fetched = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", other],
+                             capture_output=True, text=True)  # fmt: skip
+    if fetched.returncode != 0:
+        pytest.skip(f"pip could not install {other}: {fetched.stderr.strip().splitlines()[-1:]}")
+    script = Path(__file__).parents[1] / "scripts" / "optuna_versions.py"
+    out = subprocess.run([sys.executable, str(script), "--other", str(venv / "bin" / "python")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
