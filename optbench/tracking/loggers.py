@@ -92,10 +92,11 @@ class RunLoggers:
 
     def finish(self, results: Mapping[str, Any], run_dir: Path) -> None:
         """results.json's values, and the run's config, results and plots as artifacts."""
-        artifacts = [run_dir / "config.yaml", run_dir / "results.json"]
-        artifacts += sorted(run_dir.rglob("*.png"))
-        for logger in self.loggers:
-            logger.finish(results, [p for p in artifacts if p.is_file()])
+        if self.loggers:  # no run folder to walk when no tracker is on
+            artifacts = [run_dir / "config.yaml", run_dir / "results.json"]
+            artifacts += sorted(run_dir.rglob("*.png"))
+            for logger in self.loggers:
+                logger.finish(results, [p for p in artifacts if p.is_file()])
         self.finished = True
 
     def __enter__(self) -> RunLoggers:
